@@ -1,0 +1,1 @@
+"""The only package that imports torch or nerfstudio. Built in the NeRF issue."""

@@ -1,0 +1,1 @@
+"""Incremental Structure-from-Motion. Built in the SfM issue."""

@@ -1,0 +1,1 @@
+"""Monocular visual SLAM (frontend, map, local BA, loop closure). Built in the SLAM issue."""

@@ -1,0 +1,30 @@
+"""Shared fixtures. Real data lives in ../shared/data beside the checkout; tests skip when it is absent."""
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+# Numba's on-disk cache must not land in a read-only or shared place during tests.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(ROOT / ".cache" / "numba"))
+
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_data_dir(name: str) -> Path:
+    """Path of a data set in ../shared/data, or skip the test with the reason."""
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"real data set {name!r} not found at {path} (../shared/data is absent)")
+    return path
+
+
+@pytest.fixture
+def shared_data():
+    return shared_data_dir
