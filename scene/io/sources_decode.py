@@ -1,0 +1,105 @@
+"""Decode one image file, refusing truncated files.
+
+cv2.imdecode returns a partially decoded image (grey/black bottom rows) for many truncated
+JPEGs and PNGs instead of failing, so the container structure is checked first:
+a JPEG must reach its EOI marker, a PNG its IEND chunk, BMP/WebP must be as long as their
+headers say. Other formats (TIFF) rely on the decoder.
+"""
+from __future__ import annotations
+
+import re
+import struct
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# Inside entropy-coded JPEG data 0xFF is followed by 0x00 (stuffing) or RST0-7; anything else is a marker.
+_JPEG_MARKER = re.compile(rb"\xff[^\x00\xd0-\xd7]")
+_JPEG_STANDALONE = {0x01} | set(range(0xD0, 0xD8))  # markers without a length field
+
+
+def _jpeg_problem(data: bytes) -> Optional[str]:
+    """Walk the JPEG segments from SOI to EOI; None when complete."""
+    pos, n = 2, len(data)
+    while True:
+        if pos + 2 > n:
+            return "truncated JPEG (no end-of-image marker)"
+        if data[pos] != 0xFF:
+            return f"corrupt JPEG (expected a marker at byte {pos})"
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte before a marker
+            pos += 1
+            continue
+        if marker == 0xD9:
+            return None
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if pos + 4 > n:
+            return "truncated JPEG (segment header cut off)"
+        length = struct.unpack(">H", data[pos + 2:pos + 4])[0]
+        pos += 2 + length
+        if marker == 0xDA:  # start of scan: skip the entropy-coded data up to the next marker
+            match = _JPEG_MARKER.search(data, pos)
+            if match is None:
+                return "truncated JPEG (image data cut off before the end-of-image marker)"
+            pos = match.start()
+
+
+def _png_problem(data: bytes) -> Optional[str]:
+    """Walk the PNG chunks to IEND; None when complete."""
+    pos, n = len(_PNG_SIGNATURE), len(data)
+    while pos + 8 <= n:
+        length = struct.unpack(">I", data[pos:pos + 4])[0]
+        kind = data[pos + 4:pos + 8]
+        end = pos + 12 + length
+        if end > n:
+            return f"truncated PNG ({kind.decode('latin-1')} chunk cut off)"
+        if kind == b"IEND":
+            return None
+        pos = end
+    return "truncated PNG (no IEND chunk)"
+
+
+def container_problem(data: bytes) -> Optional[str]:
+    """Why the encoded bytes are incomplete, or None when they look complete (or the format is not checked)."""
+    if len(data) == 0:
+        return "empty file"
+    if data[:2] == b"\xff\xd8":
+        return _jpeg_problem(data)
+    if data[:8] == _PNG_SIGNATURE:
+        return _png_problem(data)
+    if data[:2] == b"BM" and len(data) >= 6:
+        declared = struct.unpack("<I", data[2:6])[0]
+        return f"truncated BMP ({len(data)} of {declared} bytes)" if len(data) < declared else None
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        declared = struct.unpack("<I", data[4:8])[0] + 8
+        return f"truncated WebP ({len(data)} of {declared} bytes)" if len(data) < declared else None
+    return None
+
+
+def decode_image_file(path: Path) -> tuple[Optional[np.ndarray], str]:
+    """(image, "") with a uint8 BGR or gray image, or (None, reason) for an unreadable file.
+
+    EXIF orientation is applied, alpha is dropped, 16-bit images are reduced to 8 bits.
+    """
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        return None, f"cannot read file ({exc.strerror or exc})"
+    problem = container_problem(data)
+    if problem:
+        return None, problem
+    image = cv2.imdecode(np.frombuffer(data, dtype=np.uint8), cv2.IMREAD_ANYCOLOR)
+    if image is None or image.size == 0:
+        return None, "OpenCV could not decode it"
+    if image.dtype != np.uint8:  # IMREAD_ANYCOLOR already converts depth; keep the guarantee explicit
+        image = cv2.convertScaleAbs(image, alpha=255.0 / max(float(image.max()), 1.0))
+    if image.ndim == 3 and image.shape[2] == 4:
+        image = cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image, ""
