@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -231,7 +232,7 @@ def _scene_from_doc(folder: Path, doc: dict) -> Scene:
     try:
         with np.load(arrays_path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError, EOFError) as exc:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise CorruptInput(f"{arrays_path}: cannot read arrays ({exc})") from exc
 
     scene = Scene()

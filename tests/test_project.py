@@ -1,6 +1,7 @@
 """Project folders: exact round trips, atomic and crash-safe saves, and every bad project input."""
 import json
 import os
+from pathlib import Path
 import signal
 import subprocess
 import sys
@@ -151,24 +152,36 @@ def test_nan_pose_in_project_is_reported(tmp_path):
         load_project(folder)
 
 
-@pytest.mark.skipif(os.geteuid() == 0 and sys.platform != "linux", reason="needs POSIX permissions")
-def test_read_only_target_fails_clearly_and_keeps_the_scene(tmp_path):
-    parent = tmp_path / "ro"
-    parent.mkdir()
-    folder = save_project(make_scene(), parent / "p")
-    before = (folder / "scene.json").read_bytes()
-    scene = make_scene(seed=5)
-    os.chmod(folder, 0o555)
-    os.chmod(parent, 0o555)
-    try:
-        if os.access(folder, os.W_OK):  # root ignores permission bits: use an immutable path instead
-            pytest.skip("running as root without CAP_DAC_OVERRIDE restrictions; see the /proc test below")
-        with pytest.raises(SaveFailed, match="cannot"):
-            save_project(scene, folder)
-    finally:
-        os.chmod(parent, 0o755)
+@pytest.fixture
+def read_only_folder():
+    """Make a folder unwritable even for root (immutable attribute), or by permission bits otherwise."""
+    locked = []
+
+    def lock(folder: Path):
+        if os.geteuid() == 0:
+            result = subprocess.run(["chattr", "+i", str(folder)], capture_output=True, text=True)
+            if result.returncode != 0:
+                pytest.skip(f"cannot make a folder read-only as root here: {result.stderr.strip()}")
+        else:
+            os.chmod(folder, 0o555)
+        locked.append(folder)
+
+    yield lock
+    for folder in locked:
+        if os.geteuid() == 0:
+            subprocess.run(["chattr", "-i", str(folder)], check=False)
         os.chmod(folder, 0o755)
+
+
+def test_read_only_target_fails_clearly_and_keeps_the_previous_project(tmp_path, read_only_folder):
+    folder = save_project(make_scene(with_cloud=False), tmp_path / "p")
+    before = (folder / "scene.json").read_bytes()
+    read_only_folder(folder)
+    scene = make_scene(seed=5)
+    with pytest.raises(SaveFailed, match="cannot save the project"):
+        save_project(scene, folder)
     assert (folder / "scene.json").read_bytes() == before
+    assert_same_scene(make_scene(with_cloud=False), load_project(folder))
     assert len(scene.images) == 5  # the in-memory scene is untouched
 
 
