@@ -1,0 +1,394 @@
+"""The central 3D view: point clouds, camera frusta, trajectories and a grid (pyqtgraph.opengl).
+
+It draws only from immutable ``SceneSnapshot`` objects handed to it on the GUI thread.
+Everything is drawn in a "view" frame rotated so that the cameras' up points along +z
+(the axis GLViewWidget orbits around); see view_geometry.view_from_world_rotation.
+"""
+from __future__ import annotations
+
+import math
+from typing import Optional
+
+import numpy as np
+import pyqtgraph.opengl as gl
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from . import style
+from . import view_geometry as vg
+
+DEFAULT_ELEVATION = 28.0
+DEFAULT_AZIMUTH = -60.0
+MAX_TRAJECTORY_FRUSTA = 40
+
+Key = tuple[str, str]  # (kind, name): ("points", "sparse"), ("cloud", n), ("trajectory", n), ("cameras", "registered")
+
+
+def _rgba_array(rgb: Optional[np.ndarray], n: int) -> np.ndarray:
+    out = np.empty((n, 4), dtype=np.float32)
+    if rgb is None or len(rgb) != n:
+        out[:, :3] = style.DEFAULT_POINT_RGB
+    else:
+        out[:, :3] = np.asarray(rgb, dtype=np.float32) / 255.0
+    out[:, 3] = 1.0
+    return out
+
+
+class SceneView(QtWidgets.QWidget):
+    """A small view toolbar above a GLViewWidget."""
+
+    point_size_changed = QtCore.pyqtSignal(float)
+
+    def __init__(self, parent: Optional[QtWidgets.QWidget] = None, point_size: float = 3.0):
+        super().__init__(parent)
+        self.snapshot = None
+        self._items: dict[Key, list[gl.GLGraphicsItem.GLGraphicsItem]] = {}
+        self._visible: dict[Key, bool] = {}
+        self._view_from_world: Optional[np.ndarray] = None
+        self._base_frustum_size: Optional[float] = None
+        self._selected_image_id: Optional[int] = None
+        self._point_size = float(point_size)
+        self.trajectory_colors: dict[str, tuple] = {}
+
+        self.gl = gl.GLViewWidget(self)
+        self.gl.setBackgroundColor(style.qcolor(style.VIEW_BACKGROUND))
+        self.gl.opts["fov"] = 50
+        self.gl.setCameraPosition(distance=15, elevation=DEFAULT_ELEVATION, azimuth=DEFAULT_AZIMUTH)
+        self.gl.setMinimumSize(320, 240)
+        self.gl.setToolTip("Left drag: orbit   Middle drag / Ctrl+left: pan   Wheel: zoom")
+
+        self.grid = gl.GLGridItem(color=style.GRID_COLOR)
+        self.grid.setSize(20, 20)
+        self.grid.setSpacing(1, 1)
+        self.gl.addItem(self.grid)
+
+        self._build_toolbar()
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addWidget(self.toolbar)
+        layout.addWidget(self.gl, 1)
+
+        # Text over the GL surface: scene statistics, and a hint while the scene is empty.
+        self.overlay = QtWidgets.QLabel(self.gl)
+        self.overlay.setObjectName("overlay")
+        self.overlay.move(10, 10)
+        self.overlay.hide()
+        self.placeholder = QtWidgets.QLabel(
+            "<div style='font-size:17px; color:#aeb3bb'>No scene loaded</div>"
+            "<div style='margin-top:6px'>Drop a video, an image folder, a COLMAP model or a "
+            ".parallax project here,<br>or use <b>File ▸ Open</b>.</div>", self.gl)
+        self.placeholder.setObjectName("placeholder")
+        self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
+        self.placeholder.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.overlay.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.gl.installEventFilter(self)
+
+    # --- toolbar ----------------------------------------------------------------------
+    def _build_toolbar(self) -> None:
+        bar = self.toolbar = QtWidgets.QToolBar("3D view", self)
+        bar.setIconSize(QtCore.QSize(16, 16))
+        bar.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        self.grid_action = bar.addAction("Grid")
+        self.grid_action.setCheckable(True)
+        self.grid_action.setChecked(True)
+        self.grid_action.setToolTip("Show the ground grid")
+        self.grid_action.toggled.connect(self.grid.setVisible)
+        bar.addSeparator()
+
+        bar.addWidget(QtWidgets.QLabel(" Point size ", bar))
+        self.point_size_box = QtWidgets.QDoubleSpinBox(bar)
+        self.point_size_box.setRange(0.5, 30.0)
+        self.point_size_box.setSingleStep(0.5)
+        self.point_size_box.setDecimals(1)
+        self.point_size_box.setSuffix(" px")
+        self.point_size_box.setValue(self._point_size)
+        self.point_size_box.setToolTip("Size of rendered 3D points in screen pixels")
+        self.point_size_box.valueChanged.connect(self.set_point_size)
+        bar.addWidget(self.point_size_box)
+
+        bar.addWidget(QtWidgets.QLabel("  Camera size ", bar))
+        self.frustum_box = QtWidgets.QDoubleSpinBox(bar)
+        self.frustum_box.setRange(0.1, 10.0)
+        self.frustum_box.setSingleStep(0.25)
+        self.frustum_box.setDecimals(2)
+        self.frustum_box.setPrefix("× ")
+        self.frustum_box.setValue(1.0)
+        self.frustum_box.setToolTip("Scale of the camera frusta relative to the scene")
+        self.frustum_box.valueChanged.connect(lambda _v: self._redraw())
+        bar.addWidget(self.frustum_box)
+
+    # --- public API -------------------------------------------------------------------
+    def set_snapshot(self, snapshot) -> None:
+        self.snapshot = snapshot
+        if self._view_from_world is None and self._has_poses(snapshot):
+            self._compute_alignment(snapshot)
+        self._redraw()
+
+    def reset_alignment(self) -> None:
+        """Forget the up-alignment and camera size (a new scene was opened)."""
+        self._view_from_world = None
+        self._base_frustum_size = None
+        self._selected_image_id = None
+
+    def set_visible(self, kind: str, name: str, visible: bool) -> None:
+        key = (kind, name)
+        self._visible[key] = bool(visible)
+        for item in self._items.get(key, []):
+            item.setVisible(bool(visible))
+        if kind == "cameras":
+            for item in self._items.get(("selected", ""), []):
+                item.setVisible(bool(visible))
+        self.gl.update()
+
+    def is_visible(self, kind: str, name: str) -> bool:
+        return self._visible.get((kind, name), True)
+
+    def set_point_size(self, value: float) -> None:
+        value = float(value)
+        if value == self._point_size:
+            return
+        self._point_size = value
+        if self.point_size_box.value() != value:
+            self.point_size_box.setValue(value)
+        for key, items in self._items.items():
+            if key[0] in ("points", "cloud"):
+                for item in items:
+                    item.setData(size=value)
+        self.point_size_changed.emit(value)
+
+    def point_size(self) -> float:
+        return self._point_size
+
+    def select_image(self, image_id: Optional[int]) -> None:
+        """Highlight one registered image's frustum (the frame browser's current frame)."""
+        self._selected_image_id = image_id
+        self._draw_selected()
+
+    def fit_to_scene(self) -> None:
+        if self.snapshot is not None and self._has_poses(self.snapshot):
+            self._compute_alignment(self.snapshot)
+            self._redraw()
+        bounds = self._bounds()
+        if bounds is None:
+            return
+        lo, hi = bounds
+        center = (lo + hi) / 2.0
+        radius = max(float(np.linalg.norm(hi - lo)) / 2.0, 1e-3)
+        fov = math.radians(self.gl.opts["fov"])
+        aspect = max(self.gl.width(), 1) / max(self.gl.height(), 1)
+        half = math.tan(fov / 2.0) * min(1.0, aspect)  # fit the narrower side
+        distance = radius / max(half, 1e-3) * 1.05
+        self.gl.setCameraPosition(pos=QtGui.QVector3D(*center.astype(float)), distance=distance)
+        self.gl.update()
+
+    def reset_camera(self) -> None:
+        self.gl.setCameraPosition(elevation=DEFAULT_ELEVATION, azimuth=DEFAULT_AZIMUTH)
+        self.fit_to_scene()
+
+    def grab_rgb(self) -> np.ndarray:
+        """The rendered 3D view as an (H, W, 3) uint8 array."""
+        image = self.gl.grabFramebuffer().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        w, h = image.width(), image.height()
+        buffer = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype=np.uint8)
+        return buffer.reshape(h, image.bytesPerLine())[:, : w * 3].reshape(h, w, 3).copy()
+
+    def item_keys(self) -> list[Key]:
+        return [k for k, items in self._items.items() if items]
+
+    # --- drawing ----------------------------------------------------------------------
+    @staticmethod
+    def _has_poses(snapshot) -> bool:
+        return any(im.cam_from_world is not None for im in snapshot.images.values()) or any(
+            len(t) for t in snapshot.trajectories.values())
+
+    def _pose_rotations(self, snapshot) -> np.ndarray:
+        rots = [im.cam_from_world.rotation.T for im in snapshot.images.values() if im.cam_from_world is not None]
+        if rots:
+            return np.array(rots)
+        for traj in snapshot.trajectories.values():
+            if len(traj):
+                return vg.quat_wxyz_to_matrices(traj.world_from_cam_quat_wxyz)
+        return np.zeros((0, 3, 3))
+
+    def _compute_alignment(self, snapshot) -> None:
+        self._view_from_world = vg.view_from_world_rotation(self._pose_rotations(snapshot))
+        self._base_frustum_size = None  # recomputed from the new layout
+
+    def _to_view(self, xyz: np.ndarray) -> np.ndarray:
+        xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
+        if self._view_from_world is not None:
+            xyz = xyz @ self._view_from_world.T
+        return xyz
+
+    def _rot_to_view(self, world_from_cam_rot: np.ndarray) -> np.ndarray:
+        if self._view_from_world is None:
+            return world_from_cam_rot
+        return np.einsum("ij,njk->nik", self._view_from_world, world_from_cam_rot)
+
+    def _set_item(self, key: Key, index: int, factory, **data) -> None:
+        items = self._items.setdefault(key, [])
+        if index < len(items):
+            items[index].setData(**data)
+        else:
+            item = factory(**data)
+            item.setVisible(self._visible.get(key, True) if key[0] != "selected"
+                            else self._visible.get(("cameras", "registered"), True))
+            self.gl.addItem(item)
+            items.append(item)
+
+    def _drop_items(self, key: Key, keep: int = 0) -> None:
+        items = self._items.get(key, [])
+        while len(items) > keep:
+            self.gl.removeItem(items.pop())
+        if not items:
+            self._items.pop(key, None)
+
+    def _scatter(self, key: Key, xyz: np.ndarray, rgb: Optional[np.ndarray]) -> None:
+        if len(xyz) == 0:
+            self._drop_items(key)
+            return
+        pos = self._to_view(xyz).astype(np.float32)
+        self._set_item(key, 0, lambda **d: gl.GLScatterPlotItem(pxMode=True, glOptions="opaque", **d),
+                       pos=pos, color=_rgba_array(rgb, len(pos)), size=self._point_size)
+
+    def _lines(self, key: Key, index: int, pos: np.ndarray, color, width: float, mode: str) -> None:
+        self._set_item(key, index, lambda **d: gl.GLLinePlotItem(glOptions="opaque", antialias=False, **d),
+                       pos=np.asarray(pos, dtype=np.float32), color=color, width=width, mode=mode)
+
+    def _frustum_shape(self, camera, size: float) -> np.ndarray:
+        if camera is None:
+            return vg.frustum_corners_cam(1.0, 1.0, 0.6667, 0.5, 4, 3, size)  # 4:3, ~67 degree field of view
+        fx, fy = camera.focal_xy
+        cx, cy = camera.principal_point
+        return vg.frustum_corners_cam(fx, fy, cx, cy, camera.width, camera.height, size)
+
+    def _frustum_size(self) -> float:
+        if self._base_frustum_size is None:
+            bounds = self._bounds(include_grid=False)
+            diag = float(np.linalg.norm(bounds[1] - bounds[0])) if bounds is not None else 1.0
+            self._base_frustum_size = max(diag * 0.025, 1e-4)
+        return self._base_frustum_size * self.frustum_box.value()
+
+    def _redraw(self) -> None:
+        snap = self.snapshot
+        if snap is None:
+            return
+        live: set[Key] = set()
+
+        # Sparse SfM/SLAM points and named clouds.
+        if len(snap.points):
+            self._scatter(("points", "sparse"), snap.points.xyz, snap.points.rgb)
+            live.add(("points", "sparse"))
+        for name, cloud in snap.clouds.items():
+            self._scatter(("cloud", name), cloud.xyz, cloud.rgb)
+            live.add(("cloud", name))
+
+        size = self._frustum_size()
+
+        # Frusta of registered images, grouped by camera (they share one shape).
+        registered = [im for im in snap.images.values() if im.cam_from_world is not None]
+        if registered:
+            segments = []
+            by_camera: dict[int, list] = {}
+            for im in registered:
+                by_camera.setdefault(im.camera_id, []).append(im)
+            for camera_id, ims in by_camera.items():
+                rot = np.array([im.cam_from_world.rotation.T for im in ims])
+                centers = np.array([im.cam_from_world.center() for im in ims])
+                shape = self._frustum_shape(snap.cameras.get(camera_id), size)
+                segments.append(vg.frustum_segments(self._rot_to_view(rot), self._to_view(centers), shape))
+            self._lines(("cameras", "registered"), 0, np.vstack(segments), style.FRUSTUM_COLOR, 1.5, "lines")
+            live.add(("cameras", "registered"))
+
+        # Trajectories: a polyline plus a few frusta in a darker shade of the same colour.
+        self.trajectory_colors = style.trajectory_colors(snap.trajectories)
+        any_camera = next(iter(snap.cameras.values()), None)
+        for name, traj in snap.trajectories.items():
+            if len(traj) == 0:
+                continue
+            key = ("trajectory", name)
+            color = self.trajectory_colors[name]
+            centers = self._to_view(traj.world_from_cam_translation)
+            self._lines(key, 0, centers, color, 2.5, "line_strip")
+            step = max(1, math.ceil(len(traj) / MAX_TRAJECTORY_FRUSTA))
+            idx = np.arange(0, len(traj), step)
+            rot = self._rot_to_view(vg.quat_wxyz_to_matrices(traj.world_from_cam_quat_wxyz[idx]))
+            shade = tuple(c * 0.62 for c in color[:3]) + (1.0,)
+            segments = vg.frustum_segments(rot, centers[idx], self._frustum_shape(any_camera, size * 0.7))
+            self._lines(key, 1, segments, shade, 1.0, "lines")
+            live.add(key)
+
+        for key in [k for k in self._items if k not in live and k[0] != "selected"]:
+            self._drop_items(key)
+        self._draw_selected()
+        self._update_grid()
+        self._update_overlay(snap, registered)
+        self.gl.update()
+
+    def _draw_selected(self) -> None:
+        key: Key = ("selected", "")
+        snap = self.snapshot
+        image = None if snap is None or self._selected_image_id is None else snap.images.get(self._selected_image_id)
+        if image is None or image.cam_from_world is None:
+            self._drop_items(key)
+            self.gl.update()
+            return
+        rot = self._rot_to_view(image.cam_from_world.rotation.T[None])
+        center = self._to_view(image.cam_from_world.center())
+        shape = self._frustum_shape(snap.cameras.get(image.camera_id), self._frustum_size() * 1.6)
+        self._lines(key, 0, vg.frustum_segments(rot, center, shape), style.FRUSTUM_SELECTED_COLOR, 2.5, "lines")
+        self.gl.update()
+
+    def _bounds(self, include_grid: bool = True):
+        snap = self.snapshot
+        if snap is None:
+            return None
+        parts = []
+        if len(snap.points):
+            parts.append((self._to_view(snap.points.xyz), True))
+        for cloud in snap.clouds.values():
+            parts.append((self._to_view(cloud.xyz), True))
+        centers = [im.cam_from_world.center() for im in snap.images.values() if im.cam_from_world is not None]
+        if centers:
+            parts.append((self._to_view(np.array(centers)), False))
+        for traj in snap.trajectories.values():
+            parts.append((self._to_view(traj.world_from_cam_translation), False))
+        return vg.robust_bounds(parts)
+
+    def _update_grid(self) -> None:
+        bounds = self._bounds()
+        if bounds is None:
+            return
+        lo, hi = bounds
+        span = float(max(hi[0] - lo[0], hi[1] - lo[1], (hi[2] - lo[2]) * 0.5, 1e-3))
+        step = vg.nice_step(span * 1.5, 24)
+        cells = max(4, int(math.ceil(span * 1.5 / step / 2.0)) * 2)
+        self.grid.setSpacing(step, step, step)
+        self.grid.setSize(cells * step, cells * step, 1)
+        center = (lo + hi) / 2.0
+        # Snap the grid to its spacing so lines stay put while a reconstruction grows.
+        gx, gy = (round(center[0] / step) * step, round(center[1] / step) * step)
+        tr = QtGui.QMatrix4x4()
+        tr.translate(gx, gy, float(lo[2]))
+        self.grid.setTransform(tr)
+
+    def _update_overlay(self, snap, registered) -> None:
+        parts = []
+        if len(snap.points):
+            parts.append(f"{len(snap.points):,} points")
+        for name, cloud in snap.clouds.items():
+            parts.append(f"{name}: {len(cloud):,} pts")
+        if snap.images:
+            parts.append(f"{len(registered):,} / {len(snap.images):,} images registered")
+        if snap.trajectories:
+            parts.append(f"{len(snap.trajectories)} trajector{'y' if len(snap.trajectories) == 1 else 'ies'}")
+        empty = not (parts or snap.cameras)
+        self.placeholder.setVisible(empty)
+        self.overlay.setVisible(bool(parts))
+        self.overlay.setText("   ·   ".join(parts))
+        self.overlay.adjustSize()
+
+    def eventFilter(self, obj, event) -> bool:  # keep the hint centred on the GL surface
+        if obj is self.gl and event.type() == QtCore.QEvent.Type.Resize:
+            self.placeholder.setGeometry(0, 0, self.gl.width(), self.gl.height())
+        return super().eventFilter(obj, event)
