@@ -7,10 +7,11 @@
     calib.yaml              model: PINHOLE, fx fy cx cy width height
     demo.mp4                the same frames as an mp4v video (optional)
     scene_info.json         generator version, seed, path, frames, fps, camera
+    reference_cloud.ply     points sampled on the room's surfaces with their colours (exact geometry)
     .complete               written last; its absence means an interrupted generation
 
-No ``rgb.txt`` is written on purpose: with it the folder would be detected as a TUM sequence rather than the
-plain frames-plus-calibration layout the demo is meant to exercise.
+    rgb.txt                 TUM frame list (timestamp images/NNNNNN.png), so frames and ground truth share
+                            timestamps; the folder opens as a TUM sequence with calib.yaml beside it.
 """
 from __future__ import annotations
 
@@ -27,7 +28,8 @@ import numpy as np
 
 from scene.camera import Camera
 from scene.errors import CorruptInput, InputNotFound, ParallaxError, SaveFailed
-from scene.model import Trajectory
+from scene.io.ply import write_ply
+from scene.model import PointCloud, Trajectory
 from scene.progress import Cancelled
 from scene.rigid import Rigid3d
 
@@ -35,7 +37,8 @@ from .camera_paths import MIN_CLEARANCE, camera_path
 from .render import raycast_depth, render_frame, surface_colours
 from .room import Room, build_room
 
-GENERATOR_VERSION = "1.0.0"
+GENERATOR_VERSION = "1.2.0"
+REFERENCE_CLOUD_POINTS = 150_000
 COMPLETE_MARKER = ".complete"
 DEFAULT_FOCAL_640 = 525.0
 
@@ -96,6 +99,12 @@ def _tum_text(timestamps, poses) -> str:
         w, x, y, z = pose.quat_wxyz
         tx, ty, tz = pose.translation
         lines.append(" ".join("%.9f" % v for v in (ts, tx, ty, tz, x, y, z, w)))
+    return "\n".join(lines) + "\n"
+
+
+def _frame_list_text(timestamps, image_paths) -> str:
+    lines = ["# demo scene frames: timestamp filename"]
+    lines += ["%.9f images/%s" % (ts, Path(p).name) for ts, p in zip(timestamps, image_paths)]
     return "\n".join(lines) + "\n"
 
 
@@ -183,9 +192,14 @@ def generate_demo(out_dir, path: str = "orbit", frames: int = 120, fps: float = 
     if not video and (root / "demo.mp4").exists():
         (root / "demo.mp4").unlink()
     _atomic_write(root / "groundtruth.txt", _tum_text(timestamps, poses).encode())
+    _atomic_write(root / "rgb.txt", _frame_list_text(timestamps, image_paths).encode())
     _atomic_write(root / "calib.yaml", _calib_text(camera).encode())
+    # The true surfaces, so reconstructions of the demo can be compared with what was rendered.
+    xyz, rgb = room_point_cloud(REFERENCE_CLOUD_POINTS, seed=seed, include_ceiling=False)
+    write_ply(root / "reference_cloud.ply", PointCloud(xyz, rgb))
     info = dict(settings, files={"images": "images/%06d.png", "groundtruth": "groundtruth.txt",
-                                 "calib": "calib.yaml", "video": "demo.mp4" if video else None},
+                                 "calib": "calib.yaml", "video": "demo.mp4" if video else None, "frames": "rgb.txt",
+                                 "reference_cloud": "reference_cloud.ply"},
                 conventions="world z up, metres; poses are world_from_cam; camera x right, y down, z forward")
     _atomic_write(root / "scene_info.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     _atomic_write(root / COMPLETE_MARKER, (_key(settings) + "\n").encode())
@@ -273,8 +287,11 @@ def load_demo(root) -> DemoScene:
                      path=info["path"], seed=int(info["seed"]), fps=float(info["fps"]))
 
 
-def room_point_cloud(n: int, seed: int = 0, room: Room | None = None) -> tuple[np.ndarray, np.ndarray]:
+def room_point_cloud(n: int, seed: int = 0, room: Room | None = None,
+                     include_ceiling: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """``n`` points sampled uniformly by area over the visible surfaces of the seed's room.
+
+    Without the ceiling, a view from above looks into the room (the reference cloud the demo ships).
 
     Returns (xyz float64 (n, 3), rgb uint8 (n, 3)); colours are the lit texture colours a camera would see.
     """
@@ -288,6 +305,8 @@ def room_point_cloud(n: int, seed: int = 0, room: Room | None = None) -> tuple[n
         ext = boxes[b, 3:] - boxes[b, :3]
         for f in range(6):
             if room.tex_levels[room.face_tex[b, f], 0, 1:].prod() <= 1:  # hidden faces got a 1x1 texture
+                continue
+            if not include_ceiling and b == 0 and f // 2 == 2 and room.face_origin[b, f, 2] >= boxes[0, 5]:
                 continue
             others = [k for k in range(3) if k != f // 2]
             faces.append((b, f))

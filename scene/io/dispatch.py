@@ -21,13 +21,6 @@ def _is_colmap_model(path: Path) -> bool:
     return any((path / f"cameras{ext}").is_file() for ext in (".bin", ".txt")) or (path / "sparse" / "0").is_dir()
 
 
-def _demo_like_images(path: Path) -> bool:
-    """A folder holding an ``images/`` subfolder and no images itself (the demo scene, many datasets)."""
-    if not (path / "images").is_dir():
-        return False
-    return not any(p.suffix.lower() in {".png", ".jpg", ".jpeg"} for p in path.iterdir() if p.is_file())
-
-
 def detect_kind(path) -> str:
     """What the path is: project | colmap | transforms | ply | video | trajectory | frames."""
     from ..project import is_project
@@ -100,20 +93,19 @@ def _open_frames(path: Path, progress, calib, max_size) -> Scene:
     from .calibration import add_source_to_scene, resolve_intrinsics
     from .sources import open_source
 
-    frames_path = path / "images" if path.is_dir() and _demo_like_images(path) else path
-    source = open_source(frames_path, max_size=max_size) if max_size else open_source(frames_path)
-    beside = path if frames_path is not path else None
-    if calib is None and beside is not None:
-        for name in ("calib.yaml", "calib.yml", "calib.json", "calib.txt", "cameras.txt"):
-            if (beside / name).is_file():
-                calib = beside / name
-                break
+    source = open_source(path, max_size=max_size)
     camera = resolve_intrinsics(source, calib_path=calib)
     scene = Scene()
     add_source_to_scene(scene, source, camera)
+    if path.is_dir():
+        # Point clouds kept beside the frames (a reference scan, the demo's true surfaces) open with them.
+        from .ply import read_ply
+        for ply in sorted(path.glob("*.ply")):
+            try:
+                scene.set_cloud(_cloud_name(ply.stem), read_ply(ply))
+            except ParallaxError as exc:
+                log.warning("point cloud beside the source was not loaded: %s", exc)
     gt_path = source.ground_truth_path()
-    if gt_path is None and beside is not None and (beside / "groundtruth.txt").is_file():
-        gt_path = beside / "groundtruth.txt"
     if gt_path is not None:
         try:
             from .trajectory_io import read_trajectory
@@ -189,16 +181,9 @@ def describe_frames(path, calib=None) -> dict:
     from .calibration import resolve_intrinsics
     from .sources import open_source
 
-    path = Path(path)
-    frames_path = path / "images" if path.is_dir() and _demo_like_images(path) else path
-    source = open_source(frames_path)
-    if calib is None and frames_path is not path:
-        calib = next((path / n for n in ("calib.yaml", "calib.yml", "calib.json", "calib.txt") if (path / n).is_file()),
-                     None)
+    source = open_source(Path(path))
     camera = resolve_intrinsics(source, calib_path=calib)
     gt = source.ground_truth_path()
-    if gt is None and frames_path is not path and (path / "groundtruth.txt").is_file():
-        gt = path / "groundtruth.txt"
     return {
         "layout": source.layout,
         "frames": len(source),
