@@ -23,6 +23,7 @@ VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.webm);;All files (*)"
 ANY_FILTER = ("Scenes and media (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.ply *.json *.txt *.csv *.bin);;"
               "All files (*)")
 PROJECT_SUFFIX = ".parallax"
+AUTOSAVE_DELAY_S = 5.0
 
 
 def _icon(widget: QtWidgets.QWidget, name: str) -> QtGui.QIcon:
@@ -53,6 +54,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.current_path: Optional[Path] = None
         self.last_message_box: Optional[QtWidgets.QMessageBox] = None
         self.worker: Optional[Worker] = None
+        self.autosaver = None  # scene.autosave.Autosaver while autosave is on and the scene has a project
         self._clean_version = self.scene.version
 
         self.setWindowTitle(APP_NAME)
@@ -131,6 +133,10 @@ class MainWindow(QtWidgets.QMainWindow):
                                      "SP_FileDialogDetailedView", "Open a nerfstudio / instant-ngp transforms.json")
         self.act_save = a("&Save", self.save, SK.Save, "save", "Save the project")
         self.act_save_as = a("Save &As…", self.save_as_dialog, SK.SaveAs, None, "Save the project to a new folder")
+        self.act_autosave = a("A&utosave Project", self._update_autosave, None, None,
+                              "Save the project a few seconds after each change (once it has been saved)")
+        self.act_autosave.setCheckable(True)
+        self.act_autosave.setChecked(self.settings.autosave())
         self.act_export_ply = a("Point Cloud (&PLY)…", lambda: self.export_dialog("ply"), None, None,
                                 "Export the sparse points or a point cloud as PLY")
         self.act_export_colmap = a("&COLMAP Model (text)…", lambda: self.export_dialog("colmap-text"), None, None,
@@ -165,6 +171,7 @@ class MainWindow(QtWidgets.QMainWindow):
         file_menu.addSeparator()
         file_menu.addAction(self.act_save)
         file_menu.addAction(self.act_save_as)
+        file_menu.addAction(self.act_autosave)
         self.export_menu = file_menu.addMenu("&Export")
         for act in (self.act_export_ply, self.act_export_colmap, self.act_export_colmap_bin,
                     self.act_export_transforms, self.act_export_tum, self.act_export_kitti):
@@ -268,6 +275,7 @@ class MainWindow(QtWidgets.QMainWindow):
         """Show ``new_scene`` in this window (GUI thread). The window keeps its own Scene object."""
         from scene.project import is_project
 
+        self._stop_autosave()  # the new content must not be autosaved into the old project
         self.view.reset_alignment()
         self.frames.reset()
         self.scene.replace_with(new_scene)
@@ -276,6 +284,24 @@ class MainWindow(QtWidgets.QMainWindow):
         self.watcher.refresh()
         self.view.reset_camera()
         self._mark_clean()
+        self._update_autosave()
+
+    def _stop_autosave(self) -> None:
+        if self.autosaver is not None:
+            self.autosaver.close()
+            self.autosaver = None
+
+    def _update_autosave(self, *_args) -> None:
+        """Autosave runs only when switched on and the scene has a project folder to save into."""
+        from scene.autosave import Autosaver
+
+        enabled = self.act_autosave.isChecked()
+        self.settings.set_autosave(enabled)
+        if self.autosaver is not None and (not enabled or self.autosaver.folder != self.project_path):
+            self._stop_autosave()
+        if enabled and self.project_path is not None and self.autosaver is None:
+            self.autosaver = Autosaver(self.scene, self.project_path, delay_s=AUTOSAVE_DELAY_S)
+            log.info("autosave on: %s", self.project_path)
 
     # --- tasks --------------------------------------------------------------------------
     def is_busy(self) -> bool:
@@ -547,6 +573,7 @@ class MainWindow(QtWidgets.QMainWindow):
             self.project_path = self.current_path = folder
             self._clean_version = version
             self._update_title()
+            self._update_autosave()
             self.settings.set_last_directory(str(folder.parent))
             self.settings.add_recent_file(str(folder))
             self._rebuild_recent_menu()
@@ -641,6 +668,9 @@ class MainWindow(QtWidgets.QMainWindow):
             self.progress.request_stop()
             self.worker.wait(5000)
         self.settings.save_window(self.saveGeometry(), self.saveState())
+        if self.autosaver is not None:
+            self.autosaver.flush()
+            self._stop_autosave()
         self.log_view.detach()
         self.watcher.close()
         self.frames.reset()

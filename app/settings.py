@@ -66,6 +66,13 @@ class Settings:
     def set_point_size(self, value: float) -> None:
         self.q.setValue("view/point_size", float(value))
 
+    # --- project ----------------------------------------------------------------------
+    def autosave(self) -> bool:
+        return str(self.q.value("project/autosave", "false")).lower() == "true"
+
+    def set_autosave(self, enabled: bool) -> None:
+        self.q.setValue("project/autosave", "true" if enabled else "false")
+
     # --- paths ------------------------------------------------------------------------
     def last_directory(self) -> str:
         folder = str(self.q.value("last_directory", "") or "")

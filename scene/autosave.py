@@ -28,6 +28,10 @@ class Autosaver:
         self.last_error: str | None = None
         self._disconnect = scene.events.connect(self._on_change)
 
+    @property
+    def folder(self) -> Path:
+        return self._folder
+
     def _on_change(self, _event) -> None:
         with self._lock:
             self._dirty = True

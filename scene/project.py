@@ -12,6 +12,8 @@ import json
 import logging
 import os
 import re
+import contextlib
+import fcntl
 import shutil
 import zipfile
 from pathlib import Path
@@ -29,6 +31,7 @@ log = logging.getLogger(__name__)
 SCHEMA_VERSION = 1
 PROJECT_SUFFIX = ".parallax"
 STAGING = ".staging"
+LOCK = ".lock"
 _CLOUD_NAME = re.compile(r"^[A-Za-z0-9_\-][A-Za-z0-9_.\-]*$")
 
 
@@ -102,12 +105,36 @@ def save_project(scene: Scene, folder) -> Path:
     folder = Path(folder)
     if folder.suffix != PROJECT_SUFFIX:
         folder = folder.with_name(folder.name + PROJECT_SUFFIX)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise SaveFailed(f"cannot save the project to {folder}: {exc.strerror or exc}") from exc
+    with _exclusive(folder):
+        _save_locked(scene, folder)
+    return folder
+
+
+@contextlib.contextmanager
+def _exclusive(folder: Path):
+    """One save at a time per project folder, across threads (autosave vs Save) and processes."""
+    try:
+        handle = open(folder / LOCK, "a+")
+    except OSError as exc:
+        raise SaveFailed(f"cannot save the project to {folder}: {exc.strerror or exc}") from exc
+    with handle:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
+
+
+def _save_locked(scene: Scene, folder: Path) -> None:
     snapshot = scene.snapshot()
     for run in snapshot.nerf_runs.values():
         if run.checkpoint_dir:
             _inside(folder, Path("nerf") / run.checkpoint_dir, "NeRF checkpoint folder")
     try:
-        folder.mkdir(parents=True, exist_ok=True)
         staging = folder / STAGING
         if staging.exists():
             shutil.rmtree(staging)
@@ -140,7 +167,6 @@ def save_project(scene: Scene, folder) -> Path:
         shutil.rmtree(folder / STAGING, ignore_errors=True)
         raise SaveFailed(f"cannot save the project to {folder}: {exc}") from exc
     _commit_staging(folder)
-    return folder
 
 
 def _commit_staging(folder: Path) -> None:

@@ -396,7 +396,7 @@ def test_window_geometry_and_state_saved_on_close(qtbot, temp_settings):
 def test_save_and_export_run_in_worker(window, qtbot, tmp_path):
     from scene.project import load_project
 
-    window.load_scene(synthetic_scene(with_cloud=False))  # no cloud: saving it needs Open3D
+    window.load_scene(synthetic_scene())
     window.save_project_to(tmp_path / "saved")
     wait_task(qtbot, window)
     folder = tmp_path / "saved.parallax"
@@ -404,12 +404,34 @@ def test_save_and_export_run_in_worker(window, qtbot, tmp_path):
     assert not window.is_modified()
     loaded = load_project(folder)
     assert sorted(loaded.trajectories) == ["ground_truth", "slam"] and len(loaded.registered_images()) == 6
+    assert len(loaded.clouds) == len(window.scene.clouds) == 1
     assert Settings().recent_files()[0] == str(folder.resolve())
 
     window.export_to(tmp_path / "gt.txt", "tum", name="ground_truth")
     wait_task(qtbot, window)
     rows = (tmp_path / "gt.txt").read_text().split("\n")
     assert len([r for r in rows if r.strip() and not r.startswith("#")]) == 12
+
+
+def test_autosave_saves_changes_into_the_project(window, qtbot, tmp_path, monkeypatch):
+    import app.main_window as main_window
+    from scene.model import Trajectory
+    from scene.project import load_project, save_project
+
+    monkeypatch.setattr(main_window, "AUTOSAVE_DELAY_S", 0.2)
+    folder = save_project(synthetic_scene(with_cloud=False), tmp_path / "auto")
+    window.open_path(folder)
+    wait_task(qtbot, window)
+    assert window.autosaver is None  # off by default
+    window.act_autosave.trigger()
+    assert window.autosaver is not None and Settings().autosave()
+    window.scene.set_trajectory("added", Trajectory([0.0, 1.0], [[1, 0, 0, 0]] * 2, [[0, 0, 0], [1, 0, 0]]))
+    qtbot.waitUntil(lambda: window.autosaver.saves >= 1, timeout=5000)
+    assert "added" in load_project(folder).trajectories
+    # opening something else stops autosave into the old project
+    window.load_scene(synthetic_scene(with_cloud=False))
+    assert window.autosaver is None
+    assert "added" in load_project(folder).trajectories
 
 
 def test_dropping_a_folder_opens_it(window, qtbot, tmp_path):
@@ -450,16 +472,16 @@ def test_log_dock_colours_levels_and_filters(window, qtbot):
 # --- demo through the full path -----------------------------------------------------------
 
 def test_demo_loads_through_full_path(window, qtbot, tmp_path):
-    try:
-        import assets.demo_scene  # noqa: F401
-    except ImportError:
-        pytest.skip("assets.demo_scene is not available")
     cache = Path(os.environ.get("PARALLAX_TEST_DEMO_CACHE", tmp_path / "demo"))
-    window.open_demo(cache_dir=cache)
+    window.open_demo(cache_dir=cache, frames=40, video=False)  # same code path as `parallax demo`, fewer frames
     wait_task(qtbot, window, 90000)
     assert window.last_message_box is None
-    assert "ground_truth" in window.scene.trajectories and len(window.scene.images) > 0
-    assert count_color(render(window), GT_RGB8) > 20
+    assert "ground_truth" in window.scene.trajectories and len(window.scene.images) == 40
+    assert window.scene.cameras[1].intrinsics_source == "calib"
+    assert "reference_cloud" in window.scene.clouds
+    frame = render(window)
+    assert len(np.unique(frame.reshape(-1, frame.shape[-1]), axis=0)) > 1000  # a textured room, not a blank view
+    assert count_color(frame, GT_RGB8) > 20
     assert window.frames.image_item.image is not None
 
 

@@ -73,7 +73,7 @@ def test_round_trip_is_exact(tmp_path):
     scene = make_scene()
     folder = save_project(scene, tmp_path / "room")
     assert folder.name == "room.parallax"
-    assert sorted(p.name for p in folder.iterdir()) == ["arrays.npz", "clouds", "scene.json"]
+    assert sorted(p.name for p in folder.iterdir()) == [".lock", "arrays.npz", "clouds", "scene.json"]
     doc = json.loads((folder / "scene.json").read_text())
     assert doc["schema_version"] == 1
     assert_same_scene(scene, load_project(folder))
@@ -277,3 +277,28 @@ def test_autosave_failure_is_reported_not_raised(tmp_path):
     saver.flush()
     saver.close()
     assert saver.saves == 0 and "cannot save" in saver.last_error
+
+
+def test_concurrent_saves_of_one_project_do_not_corrupt_it(tmp_path):
+    import threading
+
+    folder = tmp_path / "busy.parallax"
+    scenes = [make_scene(seed=i) for i in range(4)]
+    errors = []
+
+    def save(scene):
+        try:
+            for _ in range(3):
+                save_project(scene, folder)
+        except Exception as exc:  # noqa: BLE001 -- collected and asserted below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=save, args=(s,)) for s in scenes]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    loaded = load_project(folder)
+    assert any(np.array_equal(loaded.points.xyz, s.points.xyz) for s in scenes)
+    assert not (folder / ".staging").exists()
