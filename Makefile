@@ -16,7 +16,7 @@ system-deps:
 	@bash scripts/install-system-deps.sh
 
 $(STAMP): pyproject.toml
-	@test -x $(BIN)/python || $$(command -v $(PY) || command -v python3) -m venv $(VENV)
+	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 	# numpy/opencv pins must win over nerfstudio's loose ranges; constraints keep the resolve exact
 	$(BIN)/python -m pip install -q -e '.[test]'

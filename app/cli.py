@@ -59,6 +59,10 @@ def main(argv=None) -> int:
     except ParallaxError as exc:
         print(f"parallax: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except OSError as exc:  # permissions, full disk, a file where a folder should be: the user's to fix
+        where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
+        print(f"parallax: error:{where} {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_USER_ERROR
     except KeyboardInterrupt:
         print("parallax: interrupted", file=sys.stderr)
         return 130

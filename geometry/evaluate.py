@@ -55,10 +55,7 @@ def _top_down_axes(positions: np.ndarray) -> tuple[int, int]:
 
 def plot_evaluation(est: Trajectory, gt: Trajectory, result: dict, path_png) -> Path:
     """Save a PNG: aligned top-down trajectories (left) and the ATE over time (right)."""
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)  # chosen here, not at import, so the GUI's backend is untouched
-    from matplotlib.figure import Figure
+    from matplotlib.figure import Figure  # a bare Figure renders PNG through Agg; no global backend switch
 
     from scene.atomic import atomic_write_bytes
 

@@ -23,6 +23,8 @@ class Autosaver:
         self._delay_s = delay_s
         self._timer: threading.Timer | None = None
         self._lock = threading.Lock()
+        self._saving = threading.Lock()  # held while a save runs; close() waits on it
+        self._closed = False
         self._dirty = False
         self.saves = 0
         self.last_error: str | None = None
@@ -44,24 +46,29 @@ class Autosaver:
     def flush(self) -> None:
         from .project import save_project
 
-        with self._lock:
-            if not self._dirty:
-                return
-            self._dirty = False
-            timer, self._timer = self._timer, None
-        if timer is not None:
-            timer.cancel()
-        try:
-            save_project(self._scene, self._folder)
-            self.saves += 1
-            self.last_error = None
-        except ParallaxError as exc:  # keep the scene in memory; tell the user through the log
-            self.last_error = str(exc)
-            log.error("autosave failed: %s", exc)
+        with self._saving:
+            with self._lock:
+                if not self._dirty or self._closed:
+                    return
+                self._dirty = False
+                timer, self._timer = self._timer, None
+            if timer is not None:
+                timer.cancel()
+            try:
+                save_project(self._scene, self._folder)
+                self.saves += 1
+                self.last_error = None
+            except ParallaxError as exc:  # keep the scene in memory; tell the user through the log
+                self.last_error = str(exc)
+                log.error("autosave failed: %s", exc)
 
     def close(self) -> None:
+        """Stop autosaving; returns after any save already running has finished."""
         self._disconnect()
         with self._lock:
+            self._closed = True
             if self._timer is not None:
                 self._timer.cancel()
                 self._timer = None
+        with self._saving:
+            pass

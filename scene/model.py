@@ -228,7 +228,8 @@ class Scene:
 
     # --- mutation -----------------------------------------------------------------
     def _changed(self, kind: str, names=(), **payload) -> None:
-        self.version += 1
+        with self._lock:
+            self.version += 1
         self.events.emit(ev.SceneEvent(kind, tuple(names), payload))
 
     def add_camera(self, camera: Camera) -> None:

@@ -166,7 +166,10 @@ def _save_locked(scene: Scene, folder: Path) -> None:
     except ValueError as exc:  # allow_nan=False: NaN in metadata or metrics
         shutil.rmtree(folder / STAGING, ignore_errors=True)
         raise SaveFailed(f"cannot save the project to {folder}: {exc}") from exc
-    _commit_staging(folder)
+    try:
+        _commit_staging(folder)
+    except OSError as exc:  # the staged save stays complete; the next load finishes it
+        raise SaveFailed(f"cannot finish saving the project to {folder}: {exc.strerror or exc}") from exc
 
 
 def _commit_staging(folder: Path) -> None:
@@ -224,8 +227,10 @@ def load_project(folder) -> Scene:
     if not is_project(folder):
         raise CorruptInput(f"{folder} is not a Parallax project (no scene.json)")
     try:
-        _recover(folder)
-    except OSError as exc:
+        if (folder / STAGING).exists():
+            with _exclusive(folder):  # never finish or discard a save that another thread is writing
+                _recover(folder)
+    except (OSError, SaveFailed) as exc:
         raise CorruptInput(f"{folder}: an interrupted save could not be finished ({exc})") from exc
     json_path = folder / "scene.json"
     try:

@@ -28,3 +28,21 @@ def shared_data_dir(name: str) -> Path:
 @pytest.fixture
 def shared_data():
     return shared_data_dir
+
+
+def pytest_collection_modifyitems(config, items):
+    """Under CI every dependency and data set is present: a skip there hides a missing proof, so it fails."""
+    if os.environ.get("PARALLAX_NO_SKIPS") != "1":
+        return
+    config.pluginmanager.register(_SkipsFail(), "parallax-skips-fail")
+
+
+class _SkipsFail:
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        outcome = yield
+        report = outcome.get_result()
+        if report.skipped and not hasattr(report, "wasxfail"):
+            reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
+            report.outcome = "failed"
+            report.longrepr = f"skipped under PARALLAX_NO_SKIPS=1 (CI has every dependency and data set): {reason}"

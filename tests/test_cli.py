@@ -84,3 +84,26 @@ def test_info_marks_guessed_intrinsics(tmp_path):
     result = parallax("info", tmp_path)
     assert result.returncode == 0, result.stderr
     assert "GUESS" in result.stdout
+
+
+def test_output_under_a_file_is_one_line(tmp_path):
+    traj = tmp_path / "t.txt"
+    traj.write_text("0 0 0 0 0 0 0 1\n1 1 0 0 0 0 0 1\n")
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    assert_user_error(parallax("convert", traj, blocker / "x.txt", "--to", "tum"), "cannot write")
+
+
+def test_ply_onto_a_folder_is_one_line(tmp_path):
+    ply = tmp_path / "p.ply"
+    ply.write_text("ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+                   "property float z\nend_header\n1 2 3\n")
+    (tmp_path / "d").mkdir()
+    assert_user_error(parallax("convert", ply, tmp_path / "d", "--to", "ply"), "cannot write")
+
+
+def test_trajectory_without_images_cannot_become_a_colmap_model(tmp_path):
+    traj = tmp_path / "t.txt"
+    traj.write_text("0 0 0 0 0 0 0 1\n1 1 0 0 0 0 0 1\n")
+    assert_user_error(parallax("convert", traj, tmp_path / "model", "--to", "colmap-bin"), "no registered images")
+    assert not (tmp_path / "model").exists()

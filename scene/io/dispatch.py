@@ -7,7 +7,9 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..errors import InputNotFound, ParallaxError, UnsupportedFormat
+import os
+
+from ..errors import InputNotFound, ParallaxError, SaveFailed, UnsupportedFormat
 from ..model import Scene, Trajectory
 
 log = logging.getLogger(__name__)
@@ -139,6 +141,23 @@ def _trajectory_for_export(scene: Scene, name: str | None) -> Trajectory:
 def export_scene(scene: Scene, path, fmt: str, name: str | None = None) -> Path:
     """Write ``scene`` to ``path`` in format ``fmt`` (see EXPORT_FORMATS). ``name`` picks a cloud/trajectory."""
     path = Path(path).expanduser()
+    try:
+        return _export(scene, path, fmt, name)
+    except OSError as exc:  # a folder where a file should go, no permission, disk full ...
+        raise SaveFailed(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _transforms_file_paths(scene: Scene, target: Path) -> dict:
+    """file_path of each image relative to the json's folder, so the export works wherever it is written."""
+    paths = {}
+    for image in scene.images.values():
+        if image.source is not None and image.source.frame_index is None and image.source.path:
+            paths[image.image_id] = Path(os.path.relpath(Path(image.source.path).resolve(),
+                                                         target.parent.resolve())).as_posix()
+    return paths
+
+
+def _export(scene: Scene, path: Path, fmt: str, name: str | None) -> Path:
     if fmt not in EXPORT_FORMATS:
         raise UnsupportedFormat(f"unknown export format {fmt!r}; choose one of {', '.join(EXPORT_FORMATS)}")
     if fmt == "project":
@@ -146,6 +165,8 @@ def export_scene(scene: Scene, path, fmt: str, name: str | None = None) -> Path:
         return save_project(scene, path)
     if fmt in ("colmap-text", "colmap-bin"):
         from .colmap import write_colmap_model
+        if not scene.registered_images():
+            raise ParallaxError("the scene has no registered images (camera poses) to write as a COLMAP model")
         path.mkdir(parents=True, exist_ok=True)
         write_colmap_model(scene, path, binary=(fmt == "colmap-bin"))
         return path
@@ -153,7 +174,7 @@ def export_scene(scene: Scene, path, fmt: str, name: str | None = None) -> Path:
         from .nerfstudio import write_transforms
         target = path / "transforms.json" if path.is_dir() or not path.suffix else path
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_transforms(scene, target)
+        write_transforms(scene, target, file_paths=_transforms_file_paths(scene, target))
         return target
     if fmt == "ply":
         from .ply import points3d_to_cloud, write_ply
@@ -170,9 +191,10 @@ def export_scene(scene: Scene, path, fmt: str, name: str | None = None) -> Path:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_ply(path, cloud)
         return path
-    from .trajectory_io import write_trajectory
+    from .trajectory_io import kitti_times_path_for, write_trajectory
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_trajectory(path, _trajectory_for_export(scene, name), fmt)
+    times_path = kitti_times_path_for(path) if fmt == "kitti" else None  # KITTI poses carry no timestamps
+    write_trajectory(path, _trajectory_for_export(scene, name), fmt, times_path=times_path)
     return path
 
 

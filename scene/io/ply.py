@@ -165,6 +165,10 @@ def write_ply(path, cloud: PointCloud) -> Path:
             os.fsync(handle.fileno())
         os.replace(tmp, path)
         fsync_dir(folder)
+    except OSError as exc:  # e.g. the target is a folder
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise SaveFailed(f"cannot write {path}: {exc.strerror or exc}") from exc
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()

@@ -126,10 +126,17 @@ def read_kitti_times(path) -> np.ndarray:
     return np.array(stamps)
 
 
-def find_kitti_times(poses_path) -> Path | None:
-    """``times.txt`` for a KITTI pose file: beside it, one folder up, or ``../sequences/<stem>/``."""
+def kitti_times_path_for(poses_path) -> Path:
+    """Where Parallax writes the timestamps of a KITTI pose file (KITTI poses carry none)."""
     poses_path = Path(poses_path)
-    for candidate in (poses_path.parent / "times.txt", poses_path.parent.parent / "times.txt",
+    return poses_path.with_name(poses_path.stem + "_times.txt")
+
+
+def find_kitti_times(poses_path) -> Path | None:
+    """Timestamps for a KITTI pose file: ``<stem>_times.txt`` (what Parallax writes) or ``times.txt`` beside it,
+    one folder up, or ``../sequences/<stem>/times.txt``."""
+    poses_path = Path(poses_path)
+    for candidate in (kitti_times_path_for(poses_path), poses_path.parent / "times.txt", poses_path.parent.parent / "times.txt",
                       poses_path.parent.parent / "sequences" / poses_path.stem / "times.txt"):
         if candidate.is_file() and candidate.resolve() != poses_path.resolve():
             return candidate
