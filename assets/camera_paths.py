@@ -1,5 +1,8 @@
 """Camera paths through the demo room with exact ground truth (world_from_cam, OpenCV camera axes).
 
+Camera axes are OpenCV's (x right, y down, z forward), which COLMAP shares; image coordinates (see render.py)
+follow COLMAP's pixel convention; the poses do not depend on it.
+
 Every path is a pure function of (frames, fps, seed): frame i is at time i / fps. Positions are chosen so the
 camera stays at least ``MIN_CLEARANCE`` metres from every wall and object (checked by ``path_clearance``).
 """

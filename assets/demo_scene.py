@@ -12,6 +12,11 @@
 
     rgb.txt                 TUM frame list (timestamp images/NNNNNN.png), so frames and ground truth share
                             timestamps; the folder opens as a TUM sequence with calib.yaml beside it.
+
+Pixel convention: COLMAP's, as in the rest of Parallax. The image's top-left corner is (0, 0) and the centre
+of pixel (column i, row j) is (i + 0.5, j + 0.5), so the ideal principal point of a W x H image is (W/2, H/2)
+(OpenCV would say ((W-1)/2, (H-1)/2)). calib.yaml and scene_info.json state it; a world point projected with
+the camera lands in pixel (floor(u), floor(v)).
 """
 from __future__ import annotations
 
@@ -37,9 +42,10 @@ from .camera_paths import MIN_CLEARANCE, camera_path
 from .render import raycast_depth, render_frame, surface_colours
 from .room import Room, build_room
 
-GENERATOR_VERSION = "1.2.0"
+GENERATOR_VERSION = "1.3.0"  # 1.3: COLMAP pixel convention (cx = W/2); same images
 REFERENCE_CLOUD_POINTS = 150_000
 COMPLETE_MARKER = ".complete"
+PIXEL_CONVENTION_COMMENT = "# pixel convention: COLMAP (top-left corner at 0,0; pixel centres at +0.5)"
 DEFAULT_FOCAL_640 = 525.0
 
 __all__ = ["GENERATOR_VERSION", "DemoScene", "demo_camera", "generate_demo", "ensure_demo", "load_demo",
@@ -66,13 +72,17 @@ class DemoScene:
 
 
 def demo_camera(width: int = 640, height: int = 480, intrinsics=None) -> Camera:
-    """PINHOLE camera; default fx = fy = 525 at 640 x 480 (scaled with the size), principal point at the centre."""
+    """PINHOLE camera; default fx = fy = 525 at 640 x 480 (scaled with the size), principal point at the centre.
+
+    COLMAP pixel convention: the centre is (width / 2, height / 2) (320, 240 at 640 x 480). ``intrinsics``
+    (fx, fy, cx, cy) are taken in the same convention.
+    """
     if isinstance(width, bool) or isinstance(height, bool) or not isinstance(width, (int, np.integer)) \
             or not isinstance(height, (int, np.integer)) or width < 16 or height < 16:
         raise ParallaxError(f"demo: image size must be integers >= 16, got {width!r} x {height!r}")
     if intrinsics is None:
         fx, fy = DEFAULT_FOCAL_640 * width / 640.0, DEFAULT_FOCAL_640 * height / 480.0
-        cx, cy = (width - 1) / 2.0, (height - 1) / 2.0
+        cx, cy = width / 2.0, height / 2.0  # image centre with the top-left corner at (0, 0)
     else:
         fx, fy, cx, cy = (float(v) for v in intrinsics)
         if not all(math.isfinite(v) for v in (fx, fy, cx, cy)) or fx <= 0 or fy <= 0:
@@ -111,6 +121,7 @@ def _frame_list_text(timestamps, image_paths) -> str:
 def _calib_text(camera: Camera) -> str:
     fx, fy, cx, cy = camera.params
     return ("# demo scene camera (exact, no distortion)\n"
+            f"{PIXEL_CONVENTION_COMMENT}\n"
             f"model: PINHOLE\nwidth: {camera.width}\nheight: {camera.height}\n"
             f"fx: {fx!r}\nfy: {fy!r}\ncx: {cx!r}\ncy: {cy!r}\n")
 
@@ -200,7 +211,8 @@ def generate_demo(out_dir, path: str = "orbit", frames: int = 120, fps: float = 
     info = dict(settings, files={"images": "images/%06d.png", "groundtruth": "groundtruth.txt",
                                  "calib": "calib.yaml", "video": "demo.mp4" if video else None, "frames": "rgb.txt",
                                  "reference_cloud": "reference_cloud.ply"},
-                conventions="world z up, metres; poses are world_from_cam; camera x right, y down, z forward")
+                conventions="world z up, metres; poses are world_from_cam; camera x right, y down, z forward; "
+                            "pixels: COLMAP (top-left corner at 0,0; pixel centres at +0.5)")
     _atomic_write(root / "scene_info.json", (json.dumps(info, indent=2, sort_keys=True) + "\n").encode())
     _atomic_write(root / COMPLETE_MARKER, (_key(settings) + "\n").encode())
     return DemoScene(root=root, images=image_paths, groundtruth=root / "groundtruth.txt", calib=root / "calib.yaml",

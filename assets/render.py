@@ -1,10 +1,15 @@
 """Exact pinhole ray caster for the demo room (numba, one core).
 
-Pixel (u, v) (integer = pixel centre, OpenCV convention) casts the ray ``world_from_cam.rotation @
-((u - cx) / fx, (v - cy) / fy, 1)`` from the camera centre. Because that direction has camera z = 1, the ray
+Pixel convention: COLMAP's. The image's top-left corner is (0, 0), so pixel (column i, row j) covers
+[i, i + 1) x [j, j + 1) and its centre is (i + 0.5, j + 0.5); an ideal W x H camera has cx, cy = W / 2, H / 2.
+Image point (x, y) casts the ray ``world_from_cam.rotation @ ((x - cx) / fx, (y - cy) / fy, 1)`` from the
+camera centre; pixel (i, j) is rendered with the ray through its centre (i + 0.5, j + 0.5), and
+``raycast_depth`` takes image points in this convention. Because that direction has camera z = 1, the ray
 parameter at the hit is exactly the z-depth. Colour: anisotropic trilinear mip-mapped texture lookup,
 Lambertian light from point lights plus ambient and an analytic ambient-occlusion darkening near corners and
-contacts (view-independent, so baked into per-face light maps when the room is built), and 2 x 2 supersampling on pixels whose neighbours see a different face (clean silhouettes).
+contacts (view-independent, so baked into per-face light maps when the room is built), and 2 x 2
+supersampling (at +-0.25 px around the pixel centre) on pixels whose neighbours see a different face (clean
+silhouettes).
 """
 from __future__ import annotations
 
@@ -191,7 +196,7 @@ def _render(rot, centre, fx, fy, cx, cy, width, height, boxes, active, face_orig
     ox, oy, oz = centre[0], centre[1], centre[2]
     for v in range(height):
         for u in range(width):
-            dx, dy, dz = _ray(rot, (u - cx) / fx, (v - cy) / fy)
+            dx, dy, dz = _ray(rot, (u + 0.5 - cx) / fx, (v + 0.5 - cy) / fy)  # the pixel's centre
             r, g, b, t, fid = _shade(ox, oy, oz, dx, dy, dz, ddx, ddy, boxes, active, face_origin, face_u, face_v,
                                      face_normal, face_tex, lightmap_info, lightmaps, atlas, tex_levels,
                                      tex_nlevels)
@@ -207,7 +212,7 @@ def _render(rot, centre, fx, fy, cx, cy, width, height, boxes, active, face_orig
                 ar = ag = ab = 0.0
                 for sy in (-0.25, 0.25):
                     for sx in (-0.25, 0.25):
-                        dx, dy, dz = _ray(rot, (u + sx - cx) / fx, (v + sy - cy) / fy)
+                        dx, dy, dz = _ray(rot, (u + 0.5 + sx - cx) / fx, (v + 0.5 + sy - cy) / fy)
                         r, g, b, t, _ = _shade(ox, oy, oz, dx, dy, dz, half_x, half_y, boxes, active, face_origin, face_u,
                                                face_v, face_normal, face_tex, lightmap_info, lightmaps, atlas,
                                                tex_levels, tex_nlevels)
@@ -253,15 +258,17 @@ def _boxes_in_view(rot, centre, boxes, intrinsics, width, height) -> np.ndarray:
     pts = boxes[1:][:, corners.ravel()].reshape(-1, 8, 3)  # (B-1, 8, 3)
     cam = (pts - centre) @ rot  # cam_from_world applied to each corner
     x, y, z = cam[..., 0], cam[..., 1], cam[..., 2]
-    # Frustum side planes with a one-pixel margin: x >= (-0.5 - 1 - cx) / fx * z, and so on.
+    # Frustum side planes (image edges at 0 and width) with a one-pixel margin: x >= (-1 - cx) / fx * z, ...
     outside = (np.all(z <= 0, axis=1)
-               | np.all(x < (-1.5 - cx) / fx * z, axis=1) | np.all(x > (width + 0.5 - cx) / fx * z, axis=1)
-               | np.all(y < (-1.5 - cy) / fy * z, axis=1) | np.all(y > (height + 0.5 - cy) / fy * z, axis=1))
+               | np.all(x < (-1.0 - cx) / fx * z, axis=1) | np.all(x > (width + 1.0 - cx) / fx * z, axis=1)
+               | np.all(y < (-1.0 - cy) / fy * z, axis=1) | np.all(y > (height + 1.0 - cy) / fy * z, axis=1))
     return np.nonzero(~outside)[0].astype(np.int64) + 1
 
 
 def render_frame(world_from_cam: Rigid3d, camera: Camera, room: Room | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Render one view: (BGR uint8 H x W x 3, z-depth float32 H x W in metres, camera frame)."""
+    """Render one view: (BGR uint8 H x W x 3, z-depth float32 H x W in metres, camera frame).
+
+    Pixel (i, j) shows the ray through image point (i + 0.5, j + 0.5) (COLMAP convention)."""
     room = build_room(0) if room is None else room
     fx, fy, cx, cy = pinhole_intrinsics(camera)
     rot, centre = _pose_arrays(world_from_cam, room)
@@ -276,7 +283,9 @@ def render_frame(world_from_cam: Rigid3d, camera: Camera, room: Room | None = No
 
 def raycast_depth(world_from_cam: Rigid3d, camera: Camera, uv, room: Room | None = None
                   ) -> tuple[np.ndarray, np.ndarray]:
-    """Exact float64 z-depth and box index seen at arbitrary (sub)pixel positions uv (N, 2)."""
+    """Exact float64 z-depth and box index seen at arbitrary image points uv (N, 2), COLMAP convention.
+
+    uv = (i + 0.5, j + 0.5) is the centre of pixel (column i, row j): the ray ``render_frame`` uses there."""
     room = build_room(0) if room is None else room
     fx, fy, cx, cy = pinhole_intrinsics(camera)
     rot, centre = _pose_arrays(world_from_cam, room)

@@ -146,9 +146,9 @@ def bench_project(runs: int, work: Path) -> list[dict]:
 
 
 def bench_demo_render(runs: int) -> list[dict]:
-    from assets.demo_scene import default_camera, render_frame, camera_path
+    from assets import camera_path, demo_camera, render_frame
 
-    camera = default_camera()
+    camera = demo_camera(640, 480)
     _, poses = camera_path("orbit", frames=30, fps=30, seed=0)
     render_frame(poses[0], camera)  # compile the numba kernels outside the timing
     t = median_times(lambda: [render_frame(p, camera) for p in poses], runs)

@@ -1,4 +1,8 @@
-"""The built-in demo scene: determinism, exact pinhole geometry, features, files, cache and camera paths."""
+"""The built-in demo scene: determinism, exact pinhole geometry, features, files, cache and camera paths.
+
+Image coordinates follow COLMAP: the top-left image corner is (0, 0), the centre of pixel (column i, row j) is
+(i + 0.5, j + 0.5), and a projected point (u, v) falls in pixel (floor(u), floor(v)).
+"""
 from __future__ import annotations
 
 import time
@@ -10,10 +14,11 @@ import pytest
 from assets import (PATH_NAMES, camera_path, demo_camera, ensure_demo, generate_demo, load_demo, raycast_depth,
                     render_frame, room_point_cloud)
 from assets.camera_paths import MIN_CLEARANCE, STOP_SECONDS
-from assets.demo_scene import COMPLETE_MARKER
+from assets.demo_scene import COMPLETE_MARKER, PIXEL_CONVENTION_COMMENT
 from assets.room import build_room
 from scene.camera import Camera
 from scene.errors import InputNotFound, ParallaxError
+from scene.io.calibration import load_calibration
 from scene.progress import Cancelled, RecordingProgress
 from scene.rigid import Rigid3d
 
@@ -51,7 +56,20 @@ def _project(world_from_cam: Rigid3d, camera: Camera, xyz):
     return np.stack([fx * cam[:, 0] / cam[:, 2] + cx, fy * cam[:, 1] / cam[:, 2] + cy], axis=1), cam[:, 2]
 
 
+def _pixel_centres(cols, rows):
+    """(N, 2) COLMAP coordinates of the centres of the pixels on the grid cols x rows."""
+    us, vs = np.meshgrid(cols, rows)
+    return np.stack([us.ravel(), vs.ravel()], axis=1).astype(np.float64) + 0.5
+
+
+def _pixel_index(uv):
+    """(column, row) of the pixel containing each COLMAP image point."""
+    return np.floor(uv).astype(int)
+
+
 def _bilinear(img, uv):
+    """Image bilinearly sampled at COLMAP points (cv2.remap puts pixel centres at integers, hence -0.5)."""
+    uv = uv - 0.5
     return cv2.remap(img, uv[:, 0].astype(np.float32).reshape(-1, 1), uv[:, 1].astype(np.float32).reshape(-1, 1),
                      cv2.INTER_LINEAR).reshape(len(uv), -1).astype(np.float64)
 
@@ -91,17 +109,20 @@ def test_depth_is_exact_pinhole_geometry_across_views(room, vga):
     pose_a, pose_b = poses[0], poses[4]
     img_a, depth_a32 = render_frame(pose_a, vga, room)
     img_b, _ = render_frame(pose_b, vga, room)
-    us, vs = np.meshgrid(np.arange(4, 640, 9), np.arange(4, 480, 9))
-    uv = np.stack([us.ravel(), vs.ravel()], axis=1).astype(np.float64)
+    uv = _pixel_centres(np.arange(4, 640, 9), np.arange(4, 480, 9))
+    px = _pixel_index(uv)
     depth_a, _ = raycast_depth(pose_a, vga, uv, room)
-    # The rendered depth map is the float32 copy of the exact per-pixel depth.
-    assert np.array_equal(depth_a32[uv[:, 1].astype(int), uv[:, 0].astype(int)], depth_a.astype(np.float32))
+    # The rendered depth map is the float32 copy of the exact depth at each pixel's centre ...
+    assert np.array_equal(depth_a32[px[:, 1], px[:, 0]], depth_a.astype(np.float32))
+    # ... and not of the depth half a pixel up-left (the OpenCV reading of the same indices).
+    depth_corner, _ = raycast_depth(pose_a, vga, uv - 0.5, room)
+    assert np.mean(depth_a32[px[:, 1], px[:, 0]] == depth_corner.astype(np.float32)) < 0.01
     xyz = _backproject(pose_a, vga, uv, depth_a)
     uv_again, _ = _project(pose_a, vga, xyz)
     assert np.abs(uv_again - uv).max() < 1e-6
 
     uv_b, z_b = _project(pose_b, vga, xyz)
-    inside = (z_b > 0) & np.all((uv_b > 2) & (uv_b < [637, 477]), axis=1)
+    inside = (z_b > 0) & np.all((uv_b > 2.5) & (uv_b < [637.5, 477.5]), axis=1)
     depth_b, _ = raycast_depth(pose_b, vga, uv_b[inside], room)
     xyz_b = _backproject(pose_b, vga, uv_b[inside], depth_b)
     visible = np.linalg.norm(xyz_b - xyz[inside], axis=1) < 1e-6
@@ -111,7 +132,8 @@ def test_depth_is_exact_pinhole_geometry_across_views(room, vga):
     uv_back, _ = _project(pose_a, vga, xyz_b[visible])
     assert np.abs(uv_back - uv[inside][visible]).max() < 1e-6
     # ... and the rendered colours agree there.
-    colour_a = img_a[uv[inside][visible][:, 1].astype(int), uv[inside][visible][:, 0].astype(int)].astype(float)
+    px_seen = px[inside][visible]
+    colour_a = img_a[px_seen[:, 1], px_seen[:, 0]].astype(float)
     colour_b = _bilinear(img_b, uv_b[inside][visible])
     diff = np.abs(colour_a - colour_b).mean(axis=1)
     assert np.median(diff) < 8.0
@@ -121,8 +143,7 @@ def test_depth_is_exact_pinhole_geometry_across_views(room, vga):
 
 def test_floor_pixels_match_analytic_plane_intersection(room, vga):
     pose = camera_path("handheld", 30, 30, seed=0)[1][10]  # rolled: u and v both change the ray height
-    us, vs = np.meshgrid(np.arange(0, 640, 7), np.arange(300, 480, 5))
-    uv = np.stack([us.ravel(), vs.ravel()], axis=1).astype(np.float64)
+    uv = _pixel_centres(np.arange(0, 640, 7), np.arange(300, 480, 5))
     depth, box = raycast_depth(pose, vga, uv, room)
     xyz = _backproject(pose, vga, uv, depth)
     floor = (box == 0) & (np.abs(xyz[:, 2]) < 1e-9)
@@ -131,6 +152,46 @@ def test_floor_pixels_match_analytic_plane_intersection(room, vga):
     rays = np.stack([(uv[:, 0] - cx) / fx, (uv[:, 1] - cy) / fy, np.ones(len(uv))], axis=1) @ pose.rotation.T
     t_plane = -pose.translation[2] / rays[:, 2]
     assert np.allclose(depth[floor], t_plane[floor], rtol=1e-12, atol=0)
+    # The rendered frame shows the same floor: its depth map holds these depths at the pixels (floor(u), floor(v)).
+    _, depth_map = render_frame(pose, vga, room)
+    px = _pixel_index(uv[floor])
+    assert np.array_equal(depth_map[px[:, 1], px[:, 0]], depth[floor].astype(np.float32))
+
+
+def test_rendered_depth_reprojects_only_through_pixel_centres(room, vga):
+    """What a user of the demo does: pixel (i, j) of a depth frame + calib.yaml -> a world point.
+
+    Back-projected through (i + 0.5, j + 0.5) the point lies on the surface another view sees and reprojects
+    onto itself; back-projected through (i, j) (OpenCV's reading) it is off the surface by millimetres and
+    reprojects at least 0.4 px from where it should: the test fails for a half-pixel-shifted renderer.
+    """
+    _, poses = camera_path("orbit", 60, 30, seed=0)
+    pose_a, pose_b = poses[0], poses[4]
+    _, depth_map = render_frame(pose_a, vga, room)
+    centres = _pixel_centres(np.arange(3, 640, 7), np.arange(2, 480, 7))
+    px = _pixel_index(centres)
+    depth = depth_map[px[:, 1], px[:, 0]].astype(np.float64)
+    # Samples whose surface B sees (exact geometry from the ray caster, independent of the rendered frame).
+    exact = _backproject(pose_a, vga, centres, raycast_depth(pose_a, vga, centres, room)[0])
+    uv_b, z_b = _project(pose_b, vga, exact)
+    keep = (z_b > 0) & np.all((uv_b > 1) & (uv_b < [639, 479]), axis=1)
+    keep[keep] &= np.linalg.norm(_backproject(pose_b, vga, uv_b[keep], raycast_depth(pose_b, vga, uv_b[keep], room)[0])
+                                 - exact[keep], axis=1) < 1e-9
+    assert keep.sum() > 2000
+
+    def through(uv):
+        xyz = _backproject(pose_a, vga, uv[keep], depth[keep])
+        seen_uv, _ = _project(pose_b, vga, xyz)
+        seen = _backproject(pose_b, vga, seen_uv, raycast_depth(pose_b, vga, seen_uv, room)[0])
+        reprojected, _ = _project(pose_a, vga, seen)
+        return np.linalg.norm(seen - xyz, axis=1), np.linalg.norm(reprojected - centres[keep], axis=1)
+
+    off_surface, reprojection = through(centres)
+    assert off_surface.max() < 1e-5  # float32 depth rounding only
+    assert reprojection.max() < 1e-3
+    off_surface, reprojection = through(centres - 0.5)
+    assert np.mean(off_surface < 1e-5) < 0.01 and np.median(off_surface) > 1e-3
+    assert reprojection.min() > 0.4
 
 
 # -- features --------------------------------------------------------------------------------------------------
@@ -164,7 +225,19 @@ def test_groundtruth_parses_back_to_the_poses(small_demo):
 def test_calib_yaml_holds_the_exact_pinhole_camera(small_demo):
     values = dict(line.split(": ") for line in small_demo.calib.read_text().splitlines() if not line.startswith("#"))
     assert values["model"] == "PINHOLE" and (int(values["width"]), int(values["height"])) == (160, 120)
-    assert [float(values[k]) for k in ("fx", "fy", "cx", "cy")] == [131.25, 131.25, 79.5, 59.5]
+    assert [float(values[k]) for k in ("fx", "fy", "cx", "cy")] == [131.25, 131.25, 80.0, 60.0]
+    assert PIXEL_CONVENTION_COMMENT in small_demo.calib.read_text().splitlines()
+    # The app's calibration loader reads the file (comment included) as the same camera.
+    loaded = load_calibration(small_demo.calib)
+    assert loaded.model == "PINHOLE" and (loaded.width, loaded.height) == (160, 120)
+    assert np.array_equal(loaded.params, small_demo.camera.params)
+
+
+@pytest.mark.parametrize("size,centre", [((640, 480), (320.0, 240.0)), ((161, 121), (80.5, 60.5))])
+def test_principal_point_is_the_image_centre_in_colmap_coordinates(size, centre):
+    camera = demo_camera(*size)
+    assert tuple(camera.principal_point) == centre
+    assert tuple(camera.focal_xy) == (525.0 * size[0] / 640, 525.0 * size[1] / 480)
 
 
 def test_video_opens_and_has_every_frame(small_demo):
@@ -276,7 +349,7 @@ def test_room_point_cloud_lies_on_surfaces_with_rendered_colours(room, vga):
     pose = camera_path("orbit", 60, 30, seed=0)[1][10]
     img, depth = render_frame(pose, vga, room)
     uv, z = _project(pose, vga, xyz)
-    px = np.round(uv).astype(int)
+    px = _pixel_index(uv)
     ok = (z > 0) & np.all((px >= 1) & (px < [639, 479]), axis=1)
     ok[ok] &= np.abs(depth[px[ok, 1], px[ok, 0]] - z[ok]) < 0.01
     assert ok.sum() > 500
@@ -316,7 +389,7 @@ def test_bad_image_size_is_rejected(tmp_path, size):
 
 def test_bad_intrinsics_are_rejected():
     with pytest.raises(ParallaxError, match="intrinsics"):
-        demo_camera(640, 480, intrinsics=(-525, 525, 319.5, 239.5))
+        demo_camera(640, 480, intrinsics=(-525, 525, 320, 240))
 
 
 def test_negative_seed_is_rejected(tmp_path):
