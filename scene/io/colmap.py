@@ -129,10 +129,9 @@ def _validate(model: ParsedModel) -> None:
     _check_cameras(model)
     images_file, points_file = model.file("images"), model.file("points3D")
     points = model.points
-    image_index = {im.image_id: i for i, im in enumerate(model.images)}
     point_of_obs = np.repeat(np.arange(len(points)), points.track_lengths())
     kp_counts = np.array([len(im.keypoints) for im in model.images], dtype=np.int64)
-    obs_image = np.array([image_index.get(int(i), -1) for i in points.track_image_ids], dtype=np.int64)
+    obs_image = _positions_of(np.array([im.image_id for im in model.images], dtype=np.int64), points.track_image_ids)
     bad = np.flatnonzero(obs_image < 0)
     if len(bad):
         k = bad[0]
@@ -148,7 +147,8 @@ def _validate(model: ParsedModel) -> None:
     kp_ptr = np.concatenate([[0], np.cumsum(kp_counts)])
     from_tracks = np.full(int(kp_ptr[-1]), -1, dtype=np.int64)
     flat_index = kp_ptr[obs_image] + points.track_kp_idx
-    if len(np.unique(flat_index)) != len(flat_index):
+    # bincount, not np.unique: linear time on millions of observations
+    if len(flat_index) and np.bincount(flat_index, minlength=int(kp_ptr[-1])).max() > 1:
         k = _first_duplicate(flat_index)
         raise CorruptInput(f"{model.point_where[point_of_obs[k]]}: keypoint {points.track_kp_idx[k]} of image "
                            f"{points.track_image_ids[k]} is observed by more than one 3D point")
@@ -167,6 +167,21 @@ def _validate(model: ParsedModel) -> None:
             problem = (f"says 3D point {claimed} but {points_file.name} says "
                        f"{'none' if tracked < 0 else tracked}")
         raise CorruptInput(f"{model.image_where[i]}: keypoint {k - kp_ptr[i]} of image {image.image_id} {problem}")
+
+
+def _positions_of(keys: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """Index of each value in ``keys`` (unique ids), or -1 where absent; vectorised dictionary lookup."""
+    if len(keys) == 0:
+        return np.full(len(values), -1, dtype=np.int64)
+    top = int(keys.max())
+    if keys.min() >= 0 and top <= 16 * len(keys) + 1024:  # ids are small: a lookup table beats a binary search
+        table = np.full(top + 2, -1, dtype=np.int64)
+        table[keys] = np.arange(len(keys))
+        return table[np.where((values >= 0) & (values <= top), values, top + 1)]
+    order = np.argsort(keys, kind="stable")
+    sorted_keys = keys[order]
+    slot = np.clip(np.searchsorted(sorted_keys, values), 0, len(keys) - 1)
+    return np.where(sorted_keys[slot] == values, order[slot], -1).astype(np.int64)
 
 
 def _first_duplicate(values: np.ndarray) -> int:

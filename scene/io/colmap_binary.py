@@ -19,6 +19,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+from numba import njit
 
 from ..camera import CAMERA_MODELS, MODEL_NAME_FROM_ID, Camera
 from ..errors import CorruptInput, InputNotFound
@@ -141,30 +142,111 @@ def read_images_binary(path: Path) -> tuple[list[Image], list[str]]:
     return images, where_list
 
 
-def read_points3d_binary(path: Path) -> tuple[Points3D, list[str]]:
+POINT_HEADER_BYTES = 51  # u64 id, 3 f64 xyz, 3 u8 rgb, f64 error, u64 track length
+
+# Status codes of the points3D kernel (the failing point's index comes with them).
+_OK, _TRUNCATED, _BAD_ID, _NOT_FINITE = 0, 1, 2, 3
+
+
+@njit(cache=True)
+def _u64(data, pos):
+    value = np.uint64(0)
+    for b in range(8):
+        value |= np.uint64(data[pos + b]) << np.uint64(8 * b)
+    return value
+
+
+@njit(cache=True)
+def _f64(data, pos):
+    return data[pos:pos + 8].copy().view(np.float64)[0]
+
+
+@njit(cache=True)
+def _scan_points3d(data, start, n):
+    """First pass: check every record fits and count observations. Returns (status, index, observations)."""
+    pos = start
+    total = 0
+    for i in range(n):
+        if pos + POINT_HEADER_BYTES > len(data):
+            return _TRUNCATED, i, total
+        length = _u64(data, pos + 43)
+        if length > np.uint64((len(data) - pos - POINT_HEADER_BYTES) // 8):
+            return _TRUNCATED, i, total
+        total += np.int64(length)
+        pos += POINT_HEADER_BYTES + 8 * np.int64(length)
+    return _OK, pos, total
+
+
+@njit(cache=True)
+def _parse_points3d(data, start, n, total, ids, xyz, rgb, error, ptr, image_ids, kp_idx):
+    """Second pass: fill the packed arrays. Returns (status, index of the offending point)."""
+    pos = start
+    k = 0
+    ptr[0] = 0
+    for i in range(n):
+        point_id = _u64(data, pos)
+        if point_id >= np.uint64(2**63):
+            return _BAD_ID, i
+        ids[i] = np.int64(point_id)
+        for c in range(3):
+            xyz[i, c] = _f64(data, pos + 8 + 8 * c)
+            rgb[i, c] = data[pos + 32 + c]
+            if not np.isfinite(xyz[i, c]):
+                return _NOT_FINITE, i
+        error[i] = _f64(data, pos + 35)
+        length = np.int64(_u64(data, pos + 43))
+        pos += POINT_HEADER_BYTES
+        for j in range(length):
+            image_ids[k] = np.int64(data[pos] | (data[pos + 1] << 8) | (data[pos + 2] << 16)
+                                    | (np.int64(data[pos + 3]) << 24))
+            kp_idx[k] = np.int64(data[pos + 4] | (data[pos + 5] << 8) | (data[pos + 6] << 16)
+                                 | (np.int64(data[pos + 7]) << 24))
+            pos += 8
+            k += 1
+        ptr[i + 1] = k
+    return _OK, n
+
+
+class _PointWhere:
+    """Where each 3D point came from, formatted only when an error message needs it."""
+
+    def __init__(self, path: Path, ids: np.ndarray):
+        self.path, self.ids = path, ids
+
+    def __getitem__(self, i) -> str:
+        return f"{self.path}: 3D point #{int(i)} (id {int(self.ids[int(i)])})"
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def read_points3d_binary(path: Path) -> tuple[Points3D, "_PointWhere"]:
+    """Two numba passes over the bytes: per-point Python work would dominate on large models."""
     r = _Reader(path)
-    ids, xyz, rgb, error, lengths, tracks, where_list = [], [], [], [], [], [], []
-    for i in range(r.count("3D points", 51)):
-        r.record = f"3D point #{i}"
-        point_id, x, y, z, red, green, blue, err, length = r.unpack("<Q3d3BdQ")
-        where = f"{path}: 3D point #{i} (id {point_id})"
-        r.record = f"3D point #{i} (id {point_id})"
-        track = r.array(_TRACK, length)
-        if point_id >= 2**63:
-            raise CorruptInput(f"{where}: point id out of range")
-        if not np.all(np.isfinite((x, y, z))):
-            raise CorruptInput(f"{where}: NaN or infinite coordinates")
-        ids.append(point_id)
-        xyz.append((x, y, z))
-        rgb.append((red, green, blue))
-        error.append(err)
-        lengths.append(length)
-        tracks.append(track)
-        where_list.append(where)
-    r.finish()
-    flat = np.concatenate(tracks) if tracks else np.zeros(0, dtype=_TRACK)
-    obs = np.stack([flat["image_id"].astype(np.int64), flat["kp_idx"].astype(np.int64)], axis=1)
-    return packed_points(path, ids, xyz, rgb, error, lengths, obs), where_list
+    n = r.count("3D points", POINT_HEADER_BYTES)
+    data = np.frombuffer(r.data, dtype=np.uint8)
+    status, index, total = _scan_points3d(data, r.pos, n)
+    if status == _TRUNCATED:
+        raise CorruptInput(f"{path}: file is truncated: 3D point #{index} does not fit in the file's "
+                           f"{len(data)} bytes")
+    if index != len(data):
+        raise CorruptInput(f"{path}: {len(data) - index} unexpected bytes after the last record")
+    ids = np.empty(n, dtype=np.int64)
+    xyz = np.empty((n, 3), dtype=np.float64)
+    rgb = np.empty((n, 3), dtype=np.uint8)
+    error = np.empty(n, dtype=np.float64)
+    ptr = np.empty(n + 1, dtype=np.int64)
+    image_ids = np.empty(total, dtype=np.int64)
+    kp_idx = np.empty(total, dtype=np.int64)
+    status, index = _parse_points3d(data, r.pos, n, total, ids, xyz, rgb, error, ptr, image_ids, kp_idx)
+    if status == _BAD_ID:
+        raise CorruptInput(f"{path}: 3D point #{index}: point id out of range")
+    if status == _NOT_FINITE:
+        raise CorruptInput(f"{path}: 3D point #{index} (id {ids[index]}): NaN or infinite coordinates")
+    if len(np.unique(ids)) != n:
+        values, counts = np.unique(ids, return_counts=True)
+        raise CorruptInput(f"{path}: duplicate 3D point id {int(values[np.argmax(counts)])}")
+    return Points3D(ids, xyz, rgb, error, ptr, image_ids, kp_idx), _PointWhere(path, ids)
 
 
 def read_rigs_binary(path: Path) -> list[dict]:

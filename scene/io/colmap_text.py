@@ -8,6 +8,7 @@ write -> read round trip is bit-exact. Cross-file checks (dangling ids) live in 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -147,9 +148,7 @@ def read_images_text(path: Path) -> tuple[list[Image], list[str]]:
             raise CorruptInput(f"{path}: line {pnumber}: POINTS2D of image {image_id} has {len(tokens2)} "
                                "values, not a multiple of 3 (X Y POINT3D_ID)")
         try:
-            table = np.array(tokens2, dtype=object).reshape(-1, 3)
-            keypoints = table[:, :2].astype(np.float64)
-            point3d_ids = np.array([int(t) for t in table[:, 2]], dtype=np.int64)
+            keypoints, point3d_ids = _parse_points2d(ptext, tokens2)
         except (ValueError, OverflowError) as exc:
             raise CorruptInput(f"{path}: line {pnumber}: bad POINTS2D value ({exc})") from None
         if not np.all(np.isfinite(keypoints)):
@@ -161,13 +160,54 @@ def read_images_text(path: Path) -> tuple[list[Image], list[str]]:
     return images, where_list
 
 
+def _parse_points2d(text: str, tokens: list[str]) -> tuple[np.ndarray, np.ndarray]:
+    """X Y POINT3D_ID triplets. NumPy's C parser (correctly rounded, like float()) does the bulk work;
+    the per-token path only runs for ids beyond 2**53 or malformed text, to keep ids exact and errors clear."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        values = np.fromstring(text, dtype=np.float64, sep=" ") if tokens else np.zeros(0)
+    if len(values) == len(tokens):
+        table = values.reshape(-1, 3)
+        ids = table[:, 2]
+        if np.all(np.abs(ids) < 2.0**53) and np.array_equal(ids, np.round(ids)):
+            return table[:, :2].copy(), ids.astype(np.int64)
+    table = np.array(tokens, dtype=object).reshape(-1, 3)
+    return table[:, :2].astype(np.float64), np.array([int(t) for t in table[:, 2]], dtype=np.int64)
+
+
+def _parse_track_tokens(path: Path, rests: list[str], numbers: list[int], lengths: list[int]) -> np.ndarray:
+    """All tracks' (IMAGE_ID, POINT2D_IDX) integers in one C-level parse; per line only to explain an error."""
+    expected = 2 * sum(lengths)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        flat = np.fromstring(" ".join(rests), dtype=np.int64, sep=" ") if expected else np.zeros(0, np.int64)
+    if len(flat) == expected:
+        # fromstring reads "1.5" as 1: the float parse of the same text must agree for every entry
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            as_float = np.fromstring(" ".join(rests), dtype=np.float64, sep=" ") if expected else np.zeros(0)
+        if len(as_float) == expected and np.array_equal(as_float, flat):
+            return flat
+    for number, rest in zip(numbers, rests):
+        for token in rest.split():
+            try:
+                _int(token, "track entry")
+            except ValueError as exc:
+                raise CorruptInput(f"{path}: line {number}: {exc}") from None
+    raise CorruptInput(f"{path}: track entries could not be read")
+
+
 def read_points3d_text(path: Path) -> tuple[Points3D, list[str]]:
-    ids, xyz, rgb, error, lengths, obs, where_list = [], [], [], [], [], [], []
+    ids, xyz, rgb, error, lengths, rests, numbers, where_list = [], [], [], [], [], [], [], []
     for number, line in _data_lines(path):
         where = f"{path}: line {number}"
-        tokens = line.split()
+        tokens = line.split(maxsplit=8)
         try:
-            if len(tokens) < 8 or (len(tokens) - 8) % 2:
+            if len(tokens) < 8:
+                raise ValueError("expected POINT3D_ID X Y Z R G B ERROR TRACK[] as (IMAGE_ID, POINT2D_IDX)")
+            rest = tokens[8] if len(tokens) == 9 else ""
+            entries = len(rest.split())
+            if entries % 2:
                 raise ValueError("expected POINT3D_ID X Y Z R G B ERROR TRACK[] as (IMAGE_ID, POINT2D_IDX)")
             ids.append(_int(tokens[0], "point id"))
             xyz.append([float(t) for t in tokens[1:4]])
@@ -176,14 +216,15 @@ def read_points3d_text(path: Path) -> tuple[Points3D, list[str]]:
                 raise ValueError(f"colour {colour} outside 0..255")
             rgb.append(colour)
             error.append(float(tokens[7]))
-            track = [_int(t, "track entry") for t in tokens[8:]]
         except ValueError as exc:
             raise CorruptInput(f"{where}: {exc}") from None
         if not np.all(np.isfinite(xyz[-1])):
             raise CorruptInput(f"{where}: point {ids[-1]} has NaN or infinite coordinates")
-        lengths.append(len(track) // 2)
-        obs.extend(track)
+        lengths.append(entries // 2)
+        rests.append(rest)
+        numbers.append(number)
         where_list.append(where)
+    obs = _parse_track_tokens(path, rests, numbers, lengths)
     return packed_points(path, ids, xyz, rgb, error, lengths, obs), where_list
 
 
@@ -299,8 +340,10 @@ def format_images_text(images: list[Image], num_observations: int) -> str:
            f"# Number of images: {len(images)}, mean observations per image: {mean!r}\n"]
     for im in images:
         out.append(f"{im.image_id} {_floats(pose_values(im.cam_from_world))} {im.camera_id} {im.name}\n")
-        out.append(" ".join(f"{x!r} {y!r} {pid}" for (x, y), pid in
-                            zip(im.keypoints.tolist(), im.point3d_ids.tolist())) + "\n")
+        table = np.empty((len(im.keypoints), 3), dtype=object)  # repr per value, in C, no Python loop
+        table[:, 0], table[:, 1] = im.keypoints[:, 0].tolist(), im.keypoints[:, 1].tolist()
+        table[:, 2] = im.point3d_ids.tolist()
+        out.append(" ".join(map(repr, table.ravel().tolist())) + "\n")
     return "".join(out)
 
 
@@ -310,10 +353,12 @@ def format_points3d_text(points: Points3D) -> str:
     out = ["# 3D point list with one line of data per point:\n",
            "#   POINT3D_ID, X, Y, Z, R, G, B, ERROR, TRACK[] as (IMAGE_ID, POINT2D_IDX)\n",
            f"# Number of points: {len(points)}, mean track length: {mean!r}\n"]
-    image_ids, kp_idx, ptr = points.track_image_ids.tolist(), points.track_kp_idx.tolist(), points.track_ptr.tolist()
+    pairs = np.stack([points.track_image_ids, points.track_kp_idx], axis=1).ravel()
+    entries = list(map(str, pairs.tolist()))
+    ptr = (2 * points.track_ptr).tolist()
     for i, (pid, xyz, rgb, err) in enumerate(zip(points.ids.tolist(), points.xyz.tolist(), points.rgb.tolist(),
                                                  points.error.tolist())):
-        track = " ".join(f"{image_ids[k]} {kp_idx[k]}" for k in range(ptr[i], ptr[i + 1]))
+        track = " ".join(entries[ptr[i]:ptr[i + 1]])
         out.append(f"{pid} {xyz[0]!r} {xyz[1]!r} {xyz[2]!r} {rgb[0]} {rgb[1]} {rgb[2]} {err!r}"
                    f"{' ' + track if track else ''}\n")
     return "".join(out)
