@@ -297,3 +297,14 @@ def test_name_with_space_only_in_binary_models(tmp_path):
     assert not (tmp_path / "t" / "images.txt").exists()
     write_colmap_model(scene, tmp_path / "b", binary=True)
     assert read_colmap_model(tmp_path / "b").images[25].name == "sub dir/img 25.jpg"
+
+
+def test_non_integer_track_entries_name_their_line(tmp_path):
+    from scene.errors import CorruptInput
+    from scene.io.colmap_text import _parse_track_tokens
+
+    with pytest.raises(CorruptInput, match="line 2: track entry 'x' is not an integer"):
+        _parse_track_tokens(tmp_path / "points3D.txt", ["1 2 3 4", "5 x"], [1, 2], [2, 1])
+    with pytest.raises(CorruptInput, match="line 1: track entry '2.5' is not an integer"):
+        _parse_track_tokens(tmp_path / "points3D.txt", ["1 2.5"], [1], [1])
+    assert _parse_track_tokens(tmp_path / "points3D.txt", ["1 2 3 4", ""], [1, 2], [2, 0]).tolist() == [1, 2, 3, 4]
