@@ -1,14 +1,22 @@
-"""The frame browser dock: the current image with its keypoints, and a slider over all frames."""
+"""The frame browser dock: the current image with its keypoints, and a slider over all frames.
+
+Pixels are decoded on a FrameLoader thread and posted back queued, so scrubbing never blocks the GUI.
+"""
 from __future__ import annotations
 
 import logging
 import os
+import threading
 from collections import OrderedDict
+from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import pyqtgraph as pg
 from PyQt6 import QtCore, QtWidgets
+
+from scene.io.sources_decode import decode_image_file
+from scene.io.sources_video import VIDEO_SUFFIXES
 
 log = logging.getLogger(__name__)
 
@@ -24,58 +32,103 @@ def _frame_sort_key(image) -> tuple:
     return (ts, idx, image.name, image.image_id)
 
 
-class PixelLoader:
-    """Reads an Image's pixels (RGB uint8) from its FrameRef; keeps a few recent frames and one open video."""
+class FrameLoader(QtCore.QObject):
+    """Decodes frames off the GUI thread and posts each result back, queued, with its request id.
 
-    def __init__(self):
-        self._cache: OrderedDict = OrderedDict()
+    Only the newest request matters: older requests still queued are skipped when their turn comes,
+    and the browser ignores results whose id is not the one it waits for. One pool thread lives as
+    long as the loader, so the open video (one at a time, reused while browsing it) stays on that thread.
+    """
+
+    loaded = QtCore.pyqtSignal(int, object, object, str)  # request id, (path, frame_index), RGB or None, why not
+
+    def __init__(self, parent: Optional[QtCore.QObject] = None):
+        super().__init__(parent)
+        self._pool = QtCore.QThreadPool(self)
+        self._pool.setMaxThreadCount(1)
+        self._pool.setExpiryTimeout(-1)  # keep the one thread: it owns the open video
+        self._lock = threading.Lock()
+        self._latest = 0
         self._video_path: Optional[str] = None
-        self._video = None
+        self._video = None  # touched only on the pool thread
 
-    def load(self, ref) -> np.ndarray:
-        key = (ref.path, ref.frame_index)
-        if key in self._cache:
-            self._cache.move_to_end(key)
-            return self._cache[key]
+    def request(self, ref) -> int:
+        """Decode ``ref`` (a FrameRef) in the background; returns the id its result will carry."""
+        with self._lock:
+            self._latest += 1
+            request_id = self._latest
+        self._pool.start(lambda: self._run(request_id, ref))
+        return request_id
+
+    def cancel(self) -> None:
+        """Forget every request; a decode already running finishes and its result is stale."""
+        with self._lock:
+            self._latest += 1
+
+    def release_video(self) -> None:
+        """Cancel, then close the open video on the loader thread (a new scene is coming)."""
+        self.cancel()
+        self._pool.start(self._close_video)
+
+    def wait_idle(self, timeout_ms: int = -1) -> bool:
+        return self._pool.waitForDone(timeout_ms)
+
+    def _run(self, request_id: int, ref) -> None:
+        with self._lock:
+            if request_id != self._latest:
+                return  # stale before it started: skip the decode
+        try:
+            rgb, why = self._decode(ref), ""
+        except Exception as exc:  # noqa: BLE001 - a frame that cannot be shown must not break browsing
+            rgb, why = None, str(exc) or type(exc).__name__
+        try:
+            self.loaded.emit(request_id, (ref.path, ref.frame_index), rgb, why)
+        except RuntimeError:  # the browser went away while this frame decoded
+            pass
+
+    def _decode(self, ref) -> np.ndarray:
         import cv2
 
-        if ref.frame_index is not None and not os.path.isdir(ref.path) and _is_video(ref.path):
+        if ref.frame_index is not None and _is_video(ref.path):
             if self._video_path != ref.path:
                 from scene.io.sources import open_source
 
-                self.close()
+                self._close_video()
                 self._video = open_source(ref.path)
                 self._video_path = ref.path
             bgr = self._video.read(ref.frame_index).image
         else:
-            bgr = cv2.imread(ref.path, cv2.IMREAD_COLOR)
+            bgr, why = decode_image_file(Path(ref.path))  # refuses truncated files instead of half-grey frames
             if bgr is None:
-                raise OSError(f"cannot read image {ref.path}")
-        rgb = cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB) if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-        self._cache[key] = rgb
-        while len(self._cache) > PIXEL_CACHE_SIZE:
-            self._cache.popitem(last=False)
-        return rgb
+                raise OSError(why)
+        return cv2.cvtColor(bgr, cv2.COLOR_GRAY2RGB) if bgr.ndim == 2 else cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
-    def close(self) -> None:
+    def _close_video(self) -> None:
         if self._video is not None:
             self._video.close()
         self._video, self._video_path = None, None
 
 
 def _is_video(path: str) -> bool:
-    return os.path.splitext(path)[1].lower() in (".mp4", ".avi", ".mov", ".mkv", ".m4v", ".webm")
+    return os.path.splitext(path)[1].lower() in VIDEO_SUFFIXES
 
 
 class FrameBrowser(QtWidgets.QWidget):
+    """Shows the current frame; its pixels are decoded by a FrameLoader, the info line updates at once."""
+
     current_image_changed = QtCore.pyqtSignal(object)  # image_id or None
+    frame_shown = QtCore.pyqtSignal(object)  # image_id whose pixels (or "not available" message) are now shown
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
         self.snapshot = None
         self.image_ids: list[int] = []
         self.current_image_id: Optional[int] = None
-        self.loader = PixelLoader()
+        self.loader = FrameLoader(self)
+        self.loader.loaded.connect(self._on_loaded)
+        self._pixels: OrderedDict = OrderedDict()  # (path, frame_index) -> RGB, the most recent last
+        self._waiting_for: Optional[int] = None  # the request whose result is the current frame
+        self._waiting_key: Optional[tuple] = None
         self._shown_shape: Optional[tuple] = None
         self._brushes = (pg.mkBrush(*KP_UNMATCHED), pg.mkBrush(*KP_TRIANGULATED))
 
@@ -142,6 +195,7 @@ class FrameBrowser(QtWidgets.QWidget):
             self.slider.blockSignals(False)
         if not ids:
             self.current_image_id = None
+            self._stop_waiting()
             self.image_item.clear()
             self.keypoints.clear()
             self.info.setText("—")
@@ -151,8 +205,9 @@ class FrameBrowser(QtWidgets.QWidget):
         self.show_index(self.slider.value(), force=True)
 
     def reset(self) -> None:
-        self.loader.close()
-        self.loader = PixelLoader()
+        self.loader.release_video()
+        self._stop_waiting()
+        self._pixels.clear()
         self.current_image_id = None
         self.image_ids = []
 
@@ -173,16 +228,51 @@ class FrameBrowser(QtWidgets.QWidget):
         if not (changed or force):
             return
         self.current_image_id = image_id
-        pixels = None
-        if image.source is not None:
-            try:
-                pixels = self.loader.load(image.source)
-            except Exception as exc:  # noqa: BLE001 - a missing frame must not break browsing
-                log.warning("frame %s: %s", image.name, exc)
+        self._update_info(index, image)
+        ref = image.source
+        if ref is None:
+            self._stop_waiting()
+            self._show(image, None, "No image source")
+        else:
+            key = (ref.path, ref.frame_index)
+            pixels = self._pixels.get(key)
+            if pixels is not None:
+                self._pixels.move_to_end(key)
+                self._stop_waiting()
+                self._show(image, pixels)
+            elif key != self._waiting_key:  # already on its way: asking again would restart the decode
+                self.keypoints.clear()  # the previous picture stays until this one arrives
+                self._waiting_key = key
+                self._waiting_for = self.loader.request(ref)
+        if changed:
+            self.current_image_changed.emit(image_id)
+
+    def _stop_waiting(self) -> None:
+        if self._waiting_for is not None:
+            self.loader.cancel()
+        self._waiting_for, self._waiting_key = None, None
+
+    def _on_loaded(self, request_id: int, key: tuple, pixels, why: str) -> None:
+        if pixels is not None:
+            self._pixels[key] = pixels
+            while len(self._pixels) > PIXEL_CACHE_SIZE:
+                self._pixels.popitem(last=False)
+        if request_id != self._waiting_for:
+            return  # stale: the slider moved on while it decoded
+        self._waiting_for, self._waiting_key = None, None
+        image = self.snapshot.images.get(self.current_image_id) if self.snapshot is not None else None
+        if image is None:
+            return
         if pixels is None:
-            self._shown_shape = None
+            log.warning("frame %s: cannot decode: %s", image.name, why)
+            self._show(image, None, f"Cannot decode {image.name}\n{why}")
+        else:
+            self._show(image, pixels)
+
+    def _show(self, image, pixels, message: str = "") -> None:
+        if pixels is None:
             self.image_item.clear()
-            self._show_message("Image not available" if image.source is not None else "No image source")
+            self._show_message(message)
         else:
             self.message.hide()
             self.image_item.setImage(pixels, autoLevels=False, levels=(0, 255))
@@ -190,9 +280,7 @@ class FrameBrowser(QtWidgets.QWidget):
                 self._shown_shape = pixels.shape
                 self.viewbox.autoRange(padding=0.0)
         self._draw_keypoints(image, pixels)
-        self._update_info(index, image)
-        if changed:
-            self.current_image_changed.emit(image_id)
+        self.frame_shown.emit(image.image_id)
 
     def _draw_keypoints(self, image, pixels) -> None:
         kp = image.keypoints

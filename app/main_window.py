@@ -666,7 +666,11 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if self.worker is not None:
             self.progress.request_stop()
-            self.worker.wait(5000)
+            # A QThread destroyed while running aborts the process: never close under a live worker.
+            if not self.worker.wait(30000):
+                event.ignore()
+                self.statusBar().showMessage("Still stopping the running task; close again in a moment", 5000)
+                return
         self.settings.save_window(self.saveGeometry(), self.saveState())
         if self.autosaver is not None:
             self.autosaver.flush()

@@ -202,3 +202,68 @@ def test_euroc_data_csv_bad_line(tmp_path):
 def test_every_error_is_a_parallax_error():
     for cls in (InputNotFound, UnsupportedFormat, CorruptInput):
         assert issubclass(cls, ParallaxError)
+
+
+# --- truncated files never reach a scene -------------------------------------------------------
+
+def _truncated_warnings(caplog, *names) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and any(name in r.getMessage() for name in names)]
+
+
+def test_open_path_leaves_truncated_jpeg_and_png_out_of_the_scene(tmp_path, caplog):
+    from scene.io import open_path
+
+    names = ["a0.png", "a1.jpg", "a2.png", "a3.png", "a4.jpg", "a5.png"]
+    for i, name in enumerate(names):
+        write(tmp_path / name, pattern(i, 128, 96))
+    _truncate(tmp_path / "a1.jpg")
+    _truncate(tmp_path / "a3.png")
+    with caplog.at_level(logging.WARNING):
+        scene = open_path(tmp_path)
+    assert sorted(im.name for im in scene.images.values()) == ["a0.png", "a2.png", "a4.jpg", "a5.png"]
+    assert all("a1.jpg" not in im.source.path and "a3.png" not in im.source.path for im in scene.images.values())
+    assert scene.sources[0]["frames"] == 4
+    warnings = _truncated_warnings(caplog, "a1.jpg", "a3.png")
+    assert len(warnings) == 1  # one warning naming every broken file
+    assert "a1.jpg (truncated JPEG" in warnings[0] and "a3.png (truncated PNG" in warnings[0]
+    assert str(tmp_path) in warnings[0]
+
+
+def _tum_with(root: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        write(root / "rgb" / name, pattern(i))
+    (root / "rgb.txt").write_text("".join(f"{i}.5 rgb/{name}\n" for i, name in enumerate(names)))
+
+
+def _kitti_with(root: Path, names: list[str]) -> None:
+    for i, name in enumerate(names):
+        write(root / "image_0" / name, pattern(i))
+    (root / "times.txt").write_text("".join(f"{0.1 * i}\n" for i in range(len(names))))
+
+
+def _euroc_with(root: Path, names: list[str]) -> None:
+    cam = root / "mav0" / "cam0"
+    for i, name in enumerate(names):
+        write(cam / "data" / name, pattern(i))
+    rows = "".join(f"{1000 + i},{name}\n" for i, name in enumerate(names))
+    (cam / "data.csv").write_text("#timestamp [ns],filename\n" + rows)
+
+
+@pytest.mark.parametrize("layout, make, folder", [("tum", _tum_with, "rgb"), ("kitti", _kitti_with, "image_0"),
+                                                  ("euroc", _euroc_with, "mav0/cam0/data")])
+def test_truncated_file_is_left_out_of_every_layouts_frame_list(tmp_path, caplog, layout, make, folder):
+    from scene.io import open_path
+
+    names = ["000000.png", "000001.jpg", "000002.png"]
+    make(tmp_path, names)
+    _truncate(tmp_path / folder / "000001.jpg")
+    source = open_source(tmp_path)
+    assert source.layout == layout and len(source) == 3
+    with caplog.at_level(logging.WARNING):
+        refs = source.frame_refs()
+    assert [Path(r.path).name for r in refs] == ["000000.png", "000002.png"]
+    assert len(source) == 2 and [Path(f.ref.path).name for f in source] == ["000000.png", "000002.png"]
+    assert len(_truncated_warnings(caplog, "000001.jpg")) == 1
+    scene = open_path(tmp_path)
+    assert sorted(Path(im.source.path).name for im in scene.images.values()) == ["000000.png", "000002.png"]

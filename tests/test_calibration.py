@@ -14,6 +14,7 @@ from scene.errors import CorruptInput, InputNotFound
 from scene.io.calibration import add_source_to_scene, camera_from_exif, load_calibration, resolve_intrinsics
 from scene.io.sources import open_source
 from scene.model import Scene
+from scene.progress import Cancelled, RecordingProgress
 
 KITTI_CALIB = ("P0: 7.070912e+02 0.0 6.018873e+02 0.0 0.0 7.070912e+02 1.831104e+02 0.0 0.0 0.0 1.0 0.0\n"
                "P1: 7.070912e+02 0.0 6.018873e+02 -3.798145e+02 0.0 7.070912e+02 1.831104e+02 0.0 0.0 0.0 1.0 0.0\n")
@@ -215,7 +216,7 @@ def test_calibration_for_a_different_aspect_ratio_is_refused(tmp_path):
 # --- EXIF -----------------------------------------------------------------------------------
 
 def _jpeg_with_exif(path: Path, size=(40, 30), make=None, model=None, focal=None, focal35=None,
-                    orientation=None) -> Path:
+                    orientation=None, plane_x_resolution=None, plane_unit=None, pixel_x=None) -> Path:
     exif = PILImage.Exif()
     if make:
         exif[0x010F] = make
@@ -228,6 +229,12 @@ def _jpeg_with_exif(path: Path, size=(40, 30), make=None, model=None, focal=None
         details[0x920A] = focal
     if focal35 is not None:
         details[0xA405] = focal35
+    if plane_x_resolution is not None:
+        details[0xA20E] = plane_x_resolution  # FocalPlaneXResolution
+    if plane_unit is not None:
+        details[0xA210] = plane_unit  # FocalPlaneResolutionUnit
+    if pixel_x is not None:
+        details[0xA002] = pixel_x  # PixelXDimension
     PILImage.fromarray(np.full((size[1], size[0], 3), 90, np.uint8)).save(path, exif=exif)
     return path
 
@@ -247,6 +254,54 @@ def test_exif_sensor_table_beats_35mm_equivalent(tmp_path):
 def test_exif_orientation_swaps_width_and_height(tmp_path):
     camera = camera_from_exif(_jpeg_with_exif(tmp_path / "a.jpg", focal35=36, orientation=6))
     assert (camera.width, camera.height) == (30, 40) and camera.params[0] == pytest.approx(40.0)
+
+
+def test_exif_focal_plane_resolution_in_cm_beats_35mm_equivalent(tmp_path):
+    # 640 px at 1000 px/cm: a 6.4 mm wide sensor, so 4 mm is 400 px (the 35 mm tag would give 497.8).
+    path = _jpeg_with_exif(tmp_path / "a.jpg", size=(640, 480), make="Acme", model="Cam 1", focal=4.0,
+                           focal35=28, plane_x_resolution=1000.0, plane_unit=3)
+    camera = camera_from_exif(path)
+    assert (camera.width, camera.height) == (640, 480)
+    assert _params(camera) == pytest.approx([400.0, 320.0, 240.0, 0.0], abs=1e-9)
+
+
+def test_exif_focal_plane_resolution_defaults_to_inches(tmp_path):
+    path = _jpeg_with_exif(tmp_path / "a.jpg", size=(640, 480), focal=4.0, focal35=28, plane_x_resolution=2540.0)
+    assert camera_from_exif(path).params[0] == pytest.approx(400.0, abs=1e-9)
+    path = _jpeg_with_exif(tmp_path / "b.jpg", size=(640, 480), focal=4.0, focal35=28, plane_x_resolution=2540.0,
+                           plane_unit=2)
+    assert camera_from_exif(path).params[0] == pytest.approx(400.0, abs=1e-9)
+
+
+def test_exif_focal_plane_resolution_of_a_resized_picture_uses_pixel_x_dimension(tmp_path):
+    # Captured 1280 px wide at 2000 px/cm (6.4 mm sensor), stored at 640 px: f = 4 / 6.4 * 640.
+    path = _jpeg_with_exif(tmp_path / "a.jpg", size=(640, 480), focal=4.0, plane_x_resolution=2000.0,
+                           plane_unit=3, pixel_x=1280)
+    assert camera_from_exif(path).params[0] == pytest.approx(400.0, abs=1e-9)
+
+
+def test_exif_focal_plane_resolution_with_rotation(tmp_path):
+    # The resolution is along the stored x axis, which is the displayed y axis after a 90 degree turn.
+    path = _jpeg_with_exif(tmp_path / "a.jpg", size=(640, 480), focal=4.0, plane_x_resolution=1000.0, plane_unit=3,
+                           orientation=6)
+    camera = camera_from_exif(path)
+    assert (camera.width, camera.height) == (480, 640)
+    assert _params(camera) == pytest.approx([400.0, 240.0, 320.0, 0.0], abs=1e-9)
+
+
+def test_exif_sensor_table_beats_focal_plane_resolution(tmp_path):
+    path = _jpeg_with_exif(tmp_path / "a.jpg", size=(2832, 2128), make="EASTMAN KODAK COMPANY",
+                           model="KODAK Z612 ZOOM DIGITAL CAMERA", focal=5.85, plane_x_resolution=1000.0, plane_unit=3)
+    assert camera_from_exif(path).params[0] == pytest.approx(5.85 / 5.76 * 2832, abs=1e-9)
+
+
+def test_exif_implausible_focal_plane_resolution_falls_back_to_35mm(tmp_path):
+    # 40 px at 1000 px/cm would be a 0.4 mm sensor: broken tags, not a camera.
+    path = _jpeg_with_exif(tmp_path / "a.jpg", focal=4.0, focal35=28, plane_x_resolution=1000.0, plane_unit=3)
+    assert camera_from_exif(path).params[0] == pytest.approx(28 / 36 * 40, abs=1e-12)
+    unitless = _jpeg_with_exif(tmp_path / "b.jpg", size=(640, 480), focal=4.0, focal35=28,
+                               plane_x_resolution=1000.0, plane_unit=1)
+    assert camera_from_exif(unitless).params[0] == pytest.approx(28 / 36 * 640, abs=1e-9)
 
 
 def test_exif_without_focal_is_none(tmp_path):
@@ -345,3 +400,48 @@ def test_add_video_source_to_scene(tmp_path):
     assert [scene.images[i].source.frame_index for i in ids] == [0, 1, 2]
     assert [scene.images[i].source.timestamp for i in ids] == pytest.approx([0.0, 0.2, 0.4])
     assert scene.cameras[1].is_guess
+
+
+def _image_folder(folder: Path, n: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"f{i:03d}.png"), np.full((6, 8), i, np.uint8))
+    return folder
+
+
+def test_add_source_to_scene_reports_scan_progress(tmp_path):
+    source = open_source(_image_folder(tmp_path, 250))
+    progress = RecordingProgress()
+    ids = add_source_to_scene(Scene(), source, resolve_intrinsics(source), progress=progress)
+    assert len(ids) == 250
+    # Every 2 frames (1% of 250) while scanning, then the end.
+    assert progress.reports[:2] == [("scan frames", 0, 250, "f000.png"), ("scan frames", 2, 250, "f002.png")]
+    assert [r[1] for r in progress.reports] == [*range(0, 250, 2), 250]
+    assert progress.reports[-1][:3] == ("scan frames", 250, 250)
+
+
+def test_add_source_to_scene_cancelled_leaves_the_scene_unchanged(tmp_path):
+    source = open_source(_image_folder(tmp_path, 20))
+    camera = resolve_intrinsics(source)
+    scene = Scene()
+    progress = RecordingProgress(stop_after=3)
+    with pytest.raises(Cancelled, match=str(tmp_path)):
+        add_source_to_scene(scene, source, camera, progress=progress)
+    assert len(progress.reports) == 3  # stopped at the next step boundary
+    assert scene.cameras == {} and scene.images == {} and scene.sources == []
+    assert add_source_to_scene(scene, source, camera) == list(range(1, 21))  # a later call scans again
+
+
+def test_add_video_source_to_scene_cancelled_during_the_frame_walk(tmp_path):
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 5.0, (16, 12))
+    for i in range(120):
+        writer.write(np.full((12, 16, 3), i, np.uint8))
+    writer.release()
+    source = open_source(path)
+    scene = Scene()
+    progress = RecordingProgress(stop_after=10)
+    with pytest.raises(Cancelled, match="clip.avi"):
+        add_source_to_scene(scene, source, resolve_intrinsics(source), progress=progress)
+    assert progress.reports[9] == ("scan frames", 9, 120, "clip_000009")
+    assert scene.cameras == {} and scene.images == {} and scene.sources == []

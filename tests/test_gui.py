@@ -207,21 +207,23 @@ def test_scene_changes_on_worker_thread_reach_the_view(window, qtbot):
     assert window.tree.item_for("clouds/late").text(1).startswith("50 points")
 
 
-def test_frame_browser_shows_image_and_keypoints(window, tmp_path):
+def test_frame_browser_shows_image_and_keypoints(window, qtbot, tmp_path):
     import cv2
 
     for i in range(6):
         image = np.full((48, 64, 3), 40 * i, np.uint8)
         cv2.imwrite(str(tmp_path / f"frame{i}.png"), image)
-    window.load_scene(synthetic_scene(tmp_path))
     frames = window.frames
+    with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 1):
+        window.load_scene(synthetic_scene(tmp_path))  # pixels arrive from the loader thread
     assert frames.slider.maximum() == 5
     assert frames.current_image_id == 1
     assert frames.image_item.image.shape == (48, 64, 3)
     assert len(frames.keypoints.data) == 3
     assert "frame0.png" in frames.info.text() and "3 keypoints (2 with 3D)" in frames.info.text()
-    frames.slider.setValue(3)
-    assert frames.current_image_id == 4
+    with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 4):
+        frames.slider.setValue(3)
+        assert frames.current_image_id == 4
     assert int(frames.image_item.image[0, 0, 0]) == 120
     assert len(frames.keypoints.data) == 0
     assert "t = 0.300 s" in frames.info.text()
@@ -482,7 +484,7 @@ def test_demo_loads_through_full_path(window, qtbot, tmp_path):
     frame = render(window)
     assert len(np.unique(frame.reshape(-1, frame.shape[-1]), axis=0)) > 1000  # a textured room, not a blank view
     assert count_color(frame, GT_RGB8) > 20
-    assert window.frames.image_item.image is not None
+    qtbot.waitUntil(lambda: window.frames.image_item.image is not None, timeout=5000)  # decoded off the GUI thread
 
 
 # --- pure geometry of the view ------------------------------------------------------------
@@ -516,3 +518,149 @@ def test_robust_bounds_ignore_far_outliers_in_points_only():
     assert lo[0] == -2.0 and hi[0] < 1.01
     assert vg.robust_bounds([]) is None
     assert vg.nice_step(20.0, 20) == 1.0 and vg.nice_step(37.0, 20) == 2.0 and vg.nice_step(0.09, 20) == 0.005
+
+
+# --- frame browser: decoding off the GUI thread -------------------------------------------
+
+def _grey_frames(folder: Path) -> None:
+    import cv2
+
+    for i in range(6):
+        cv2.imwrite(str(folder / f"frame{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+
+
+def _load_and_show_first(window, qtbot, scene) -> None:
+    with qtbot.waitSignal(window.frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 1):
+        window.load_scene(scene)
+
+
+def test_frame_browser_stays_responsive_while_a_slow_frame_decodes(window, qtbot, tmp_path, monkeypatch):
+    from app import frame_browser
+
+    _grey_frames(tmp_path)
+    _load_and_show_first(window, qtbot, synthetic_scene(tmp_path))
+    decoded = []
+    real_decode = frame_browser.decode_image_file
+
+    def slow_decode(path):
+        decoded.append(Path(path).name)
+        time.sleep(0.5)
+        return real_decode(path)
+
+    monkeypatch.setattr(frame_browser, "decode_image_file", slow_decode)
+    frames = window.frames
+    ticks = []
+    timer = QtCore.QTimer()
+    timer.timeout.connect(lambda: ticks.append(time.monotonic()))
+    timer.start(10)
+    start = time.monotonic()
+    for value in range(1, 6):  # scrub over five frames, none of them decoded yet
+        frames.slider.setValue(value)
+        assert frames.current_image_id == value + 1 and f"frame{value}.png" in frames.info.text()
+        qtbot.wait(30)
+    scrubbed = time.monotonic() - start
+    qtbot.waitUntil(lambda: int(frames.image_item.image[0, 0, 0]) == 200, timeout=5000)
+    timer.stop()
+    during = [t for t in ticks if t >= start]
+    assert scrubbed < 0.45  # decoding on the GUI thread would block each step for 0.5 s
+    assert len(during) >= 30 and max(np.diff(during)) < 0.25
+    # Only the newest request is decoded: at most the one already running when scrubbing went on.
+    assert decoded[-1] == "frame5.png" and set(decoded) <= {"frame1.png", "frame5.png"}
+    assert frames.current_image_id == 6
+
+
+def test_frame_browser_drops_a_stale_result(window, qtbot, tmp_path, monkeypatch):
+    from app import frame_browser
+
+    _grey_frames(tmp_path)
+    _load_and_show_first(window, qtbot, synthetic_scene(tmp_path))
+    frames = window.frames
+    release = threading.Event()
+    started = threading.Event()
+    real_decode = frame_browser.decode_image_file
+
+    def gated_decode(path):
+        if Path(path).name == "frame1.png":
+            started.set()
+            release.wait(5)
+        return real_decode(path)
+
+    monkeypatch.setattr(frame_browser, "decode_image_file", gated_decode)
+    shown = []
+    frames.frame_shown.connect(shown.append)
+    try:
+        # frame1 is decoding when the user goes back to frame0 (cached: shown at once).
+        frames.slider.setValue(1)
+        assert started.wait(5)
+        frames.slider.setValue(0)
+        assert shown == [1] and int(frames.image_item.image[0, 0, 0]) == 0
+        release.set()
+        frames.loader.wait_idle(5000)
+        qtbot.wait(50)  # deliver the queued, now stale, frame1 result
+        assert 2 not in shown and frames.current_image_id == 1 and int(frames.image_item.image[0, 0, 0]) == 0
+        # frame1 decodes again while the user moves on to frame2, which waits behind it.
+        release.clear()
+        started.clear()
+        frames._pixels.clear()  # the stale frame1 result was kept in the cache
+        shown.clear()
+        frames.slider.setValue(1)
+        assert started.wait(5)
+        frames.slider.setValue(2)
+        with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 3):
+            release.set()
+        qtbot.wait(50)
+        assert 2 not in shown and set(shown) == {3}
+        assert frames.current_image_id == 3 and int(frames.image_item.image[0, 0, 0]) == 80
+    finally:
+        release.set()
+        frames.loader.wait_idle(5000)
+
+
+def test_frame_browser_says_cannot_decode_for_a_truncated_frame(window, qtbot, tmp_path, caplog):
+    _grey_frames(tmp_path)
+    data = (tmp_path / "frame2.png").read_bytes()
+    (tmp_path / "frame2.png").write_bytes(data[: len(data) // 2])
+    _load_and_show_first(window, qtbot, synthetic_scene(tmp_path))
+    frames = window.frames
+    with caplog.at_level(logging.WARNING), \
+            qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 3):
+        frames.slider.setValue(2)
+    assert frames.image_item.image is None  # no half-decoded picture
+    assert frames.message.isVisible()
+    assert "Cannot decode frame2.png" in frames.message.textItem.toPlainText()
+    assert "truncated PNG" in frames.message.textItem.toPlainText()
+    assert "frame2.png" in caplog.text and "truncated PNG" in caplog.text
+    with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 4):
+        frames.slider.setValue(3)
+    assert not frames.message.isVisible() and int(frames.image_item.image[0, 0, 0]) == 120
+
+
+def test_frame_browser_reads_video_frames_on_one_open_source_off_the_gui_thread(window, qtbot, tmp_path,
+                                                                                 monkeypatch):
+    import cv2
+
+    import scene.io.sources as sources
+
+    path = tmp_path / "clip.avi"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (64, 48))
+    for i in range(6):
+        writer.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    writer.release()
+    opened = []
+    real_open = sources.open_source
+
+    def recording_open(p, *args, **kwargs):
+        opened.append(threading.current_thread() is threading.main_thread())
+        return real_open(p, *args, **kwargs)
+
+    monkeypatch.setattr(sources, "open_source", recording_open)
+    scene = synthetic_scene()
+    for i, image in scene.images.items():
+        image.source = FrameRef(str(path), i - 1, 0.1 * (i - 1))
+    _load_and_show_first(window, qtbot, scene)
+    frames = window.frames
+    for value in (3, 5):
+        with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == value + 1):
+            frames.slider.setValue(value)
+        assert abs(int(frames.image_item.image[24, 32, 0]) - 40 * value) <= 3  # MJPG is lossy
+    assert opened == [False]  # one VideoSource, opened on the loader thread

@@ -303,3 +303,21 @@ def test_rotated_video_is_not_mistaken_for_a_size_change(tmp_path):
     source = open_source(rotated)
     assert source.size == (48, 64)
     assert [f.image.shape for f in source] == [(64, 48, 3)] * 3
+
+
+def test_video_frame_walk_reports_progress_and_stops_when_asked(tmp_path):
+    from scene.progress import Cancelled, RecordingProgress
+
+    path = make_video(tmp_path / "long.avi", n=300, size=(16, 12))
+    progress = RecordingProgress()
+    refs = open_source(path).frame_refs(progress=progress)
+    assert len(refs) == 300
+    # Every 3 frames (1% of 300) during the walk, then the end.
+    assert [r[1] for r in progress.reports] == [*range(0, 300, 3), 300]
+    assert progress.reports[1] == ("scan frames", 3, 300, "long_000003")
+    source = open_source(path)
+    stopping = RecordingProgress(stop_after=4)
+    with pytest.raises(Cancelled, match="long.avi"):
+        source.frame_refs(progress=stopping)
+    assert len(stopping.reports) == 4 and stopping.reports[-1][1] == 9
+    assert len(source.frame_refs()) == 300  # nothing half-walked was cached

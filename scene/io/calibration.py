@@ -263,11 +263,36 @@ def _sensor_width_mm(make: str, model: str) -> Optional[float]:
     return None
 
 
+# FocalPlaneResolutionUnit -> millimetres (EXIF: 1 none, 2 inch (default), 3 cm; TIFF/EP adds 4 mm, 5 um).
+_FOCAL_PLANE_UNIT_MM = {2: 25.4, 3: 10.0, 4: 1.0, 5: 0.001}
+_PLAUSIBLE_SENSOR_MM = (1.0, 80.0)  # from 1/10" chips to medium format; outside means broken tags
+
+
+def _focal_plane_sensor_width_mm(details, stored_width: int) -> Optional[float]:
+    """Sensor width along the stored image's x axis from FocalPlaneXResolution and its unit, or None.
+
+    The resolution counts pixels of the image as captured, whose width is PixelXDimension when the
+    camera wrote it (a later resize may have kept it), else the stored width.
+    """
+    x_resolution = _positive(details.get(0xA20E))
+    unit_mm = _FOCAL_PLANE_UNIT_MM.get(details.get(0xA210, 2))
+    if not x_resolution or unit_mm is None:
+        return None
+    captured_width = _positive(details.get(0xA002)) or stored_width
+    sensor_mm = captured_width / x_resolution * unit_mm
+    if not _PLAUSIBLE_SENSOR_MM[0] <= sensor_mm <= _PLAUSIBLE_SENSOR_MM[1]:
+        log.info("ignoring EXIF focal-plane resolution: it implies a %.3g mm wide sensor", sensor_mm)
+        return None
+    return sensor_mm
+
+
 def camera_from_exif(image_path, camera_id: int = 1) -> Optional[Camera]:
     """SIMPLE_RADIAL camera from EXIF focal length, or None when EXIF cannot give one.
 
-    Uses FocalLength with the sensor width from SENSOR_WIDTH_MM when the camera is known,
-    else FocalLengthIn35mmFilm: f_px = f35 / 36 * max(w, h). Size is the displayed (EXIF-rotated) one.
+    Uses FocalLength with the sensor width from SENSOR_WIDTH_MM when the camera is known, else with
+    the sensor width implied by FocalPlaneXResolution/FocalPlaneResolutionUnit (f_px = f / sensor width
+    * stored width), else FocalLengthIn35mmFilm: f_px = f35 / 36 * max(w, h). Size is the displayed
+    (EXIF-rotated) one.
     """
     from PIL import Image as PILImage, UnidentifiedImageError
 
@@ -278,13 +303,17 @@ def camera_from_exif(image_path, camera_id: int = 1) -> Optional[Camera]:
     except (OSError, UnidentifiedImageError, ValueError):
         return None
     details = exif.get_ifd(0x8769)  # Exif sub-IFD holds the focal lengths
+    stored_width = width
     if exif.get(0x0112) in (5, 6, 7, 8):  # rotated by 90 degrees when displayed (and by cv2.imread)
         width, height = height, width
     focal_mm = _positive(details.get(0x920A))
     focal_35 = _positive(details.get(0xA405))
     sensor_mm = _sensor_width_mm(str(exif.get(0x010F) or ""), str(exif.get(0x0110) or ""))
+    plane_mm = _focal_plane_sensor_width_mm(details, stored_width) if focal_mm and not sensor_mm else None
     if focal_mm and sensor_mm:
         f_px = focal_mm / sensor_mm * max(width, height)
+    elif focal_mm and plane_mm:
+        f_px = focal_mm / plane_mm * stored_width  # the resolution is along the stored x axis
     elif focal_35:
         f_px = focal_35 / 36.0 * max(width, height)
     else:
@@ -318,9 +347,8 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
         camera = load_calibration(calib_path, image_size=original, camera_id=camera_id)
     elif source.intrinsics_hint() is not None:
         camera = load_calibration(source.intrinsics_hint(), image_size=original, camera_id=camera_id)
-    elif source.layout != "video":
-        refs = source.frame_refs()
-        camera = camera_from_exif(refs[0].path, camera_id) if refs else None
+    elif source.first_image_path() is not None:  # not frame_refs(): that scans every file
+        camera = camera_from_exif(source.first_image_path(), camera_id)
         if camera is not None and (camera.width, camera.height) != original:
             camera = None  # EXIF of a different picture than the frames we decode; do not trust it
     if camera is None:
@@ -332,15 +360,20 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
     return camera
 
 
-def add_source_to_scene(scene: Scene, source, camera: Camera) -> list[int]:
-    """Add ``camera`` and one unposed Image per frame of ``source``; record the source. Returns the image ids."""
+def add_source_to_scene(scene: Scene, source, camera: Camera, progress=None) -> list[int]:
+    """Add ``camera`` and one unposed Image per usable frame of ``source``; record the source. Returns the image ids.
+
+    Listing the frames scans the source (a video's every frame, each image file's structure, dropping
+    truncated ones), reporting "scan frames" to ``progress``. When ``progress`` asks to stop,
+    scene.progress.Cancelled is raised and the scene is left unchanged: nothing is added before the scan ends.
+    """
+    refs = source.frame_refs(progress=progress)
+    names = source.frame_names()
     existing = scene.cameras.get(camera.camera_id)
     if existing is not None and existing != camera:
         camera = replace(camera, camera_id=scene.next_camera_id())
     if existing != camera:
         scene.add_camera(camera)
-    refs = source.frame_refs()
-    names = source.frame_names()
     first_id = scene.next_image_id()
     images = [Image(first_id + i, name, camera.camera_id, source=ref) for i, (ref, name) in enumerate(zip(refs, names))]
     scene.add_images(images)

@@ -98,7 +98,7 @@ def _open_frames(path: Path, progress, calib, max_size) -> Scene:
     source = open_source(path, max_size=max_size)
     camera = resolve_intrinsics(source, calib_path=calib)
     scene = Scene()
-    add_source_to_scene(scene, source, camera)
+    add_source_to_scene(scene, source, camera, progress=progress)
     if path.is_dir():
         # Point clouds kept beside the frames (a reference scan, the demo's true surfaces) open with them.
         from .ply import read_ply

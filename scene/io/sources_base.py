@@ -10,6 +10,23 @@ import cv2
 import numpy as np
 
 from ..model import FrameRef
+from ..progress import Cancelled
+
+SCAN_STAGE = "scan frames"
+
+
+def scan_stride(total: int) -> int:
+    """Frames between progress reports and stop checks while scanning: about 1%, at most 50."""
+    return max(1, min(50, total // 100))
+
+
+def scan_step(progress, done: int, total: int, name: str, path: Path) -> None:
+    """Report a scan step and raise Cancelled when asked to stop (call every scan_stride frames)."""
+    if progress is None:
+        return
+    if progress.should_stop():
+        raise Cancelled(f"{path}: frame scan cancelled after {done} of {total or '?'} frames")
+    progress.report(SCAN_STAGE, done, total, name)
 
 
 @dataclass(frozen=True)
@@ -79,7 +96,9 @@ class FrameSource(ABC):
         """Frame count; exact for image layouts, container metadata (may be approximate) for videos."""
 
     @abstractmethod
-    def frame_refs(self) -> list[FrameRef]: ...
+    def frame_refs(self, progress=None) -> list[FrameRef]:
+        """One ref per usable frame. The first call may scan the source (reporting SCAN_STAGE to
+        ``progress`` and raising scene.progress.Cancelled when it asks to stop); later calls are cached."""
 
     @abstractmethod
     def frame_names(self) -> list[str]:
@@ -90,6 +109,10 @@ class FrameSource(ABC):
 
     @abstractmethod
     def read(self, index: int) -> Frame: ...
+
+    def first_image_path(self) -> Optional[Path]:
+        """The image file of the first readable frame (its EXIF describes the camera); None for videos."""
+        return None
 
     def intrinsics_hint(self) -> Optional[Path]:
         """A calibration file that the layout carries (KITTI calib.txt, EuRoC sensor.yaml, K.txt ...), or None."""

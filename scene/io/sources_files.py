@@ -13,8 +13,8 @@ from typing import Iterator, Optional
 
 from ..errors import CorruptInput, InputNotFound, UnsupportedFormat
 from ..model import FrameRef
-from .sources_base import Frame, FrameSource, downscale
-from .sources_decode import IMAGE_SUFFIXES, decode_image_file
+from .sources_base import SCAN_STAGE, Frame, FrameSource, downscale, scan_step, scan_stride
+from .sources_decode import IMAGE_SUFFIXES, decode_image_file, file_problem
 
 log = logging.getLogger(__name__)
 
@@ -32,9 +32,12 @@ class FileEntry:
 
 
 class FileListSource(FrameSource):
-    """Frames from a list of image files. Unreadable files are skipped (with a warning) while iterating.
+    """Frames from a list of image files.
 
-    ``Frame.index`` is the position in ``frame_refs()``, so a skipped file leaves a gap.
+    The first ``frame_refs()`` call checks every file's structure (headers and tail, no decoding)
+    and drops truncated files with one warning naming them all; ``len()`` and frame indices then
+    follow the checked list. Files that still fail to decode are skipped (with a warning) while
+    iterating; ``Frame.index`` is the position in ``frame_refs()``, so a skipped file leaves a gap.
     """
 
     def __init__(self, layout: str, path: Path, entries: list[FileEntry], max_size: Optional[int] = None,
@@ -44,23 +47,49 @@ class FileListSource(FrameSource):
         self._entries = list(entries)
         self._calibration = calibration
         self._ground_truth = ground_truth
+        self._checked = False  # True once frame_refs() has dropped the truncated files
         if not self._entries:
             raise InputNotFound(f"{path}: no frames found ({layout} layout)")
-        self._original_size = self._first_readable_size()
+        self._first_image, self._original_size = self._first_readable()
 
-    def _first_readable_size(self) -> tuple[int, int]:
+    def _first_readable(self) -> tuple[Path, tuple[int, int]]:
         for entry in self._entries:
             image, reason = decode_image_file(entry.path)
             if image is not None:
-                return image.shape[1], image.shape[0]
+                return entry.path, (image.shape[1], image.shape[0])
             log.warning("skipping unreadable image %s: %s", entry.path, reason)
         raise CorruptInput(f"{self.path}: none of its {len(self._entries)} images could be read")
 
     def __len__(self) -> int:
         return len(self._entries)
 
-    def frame_refs(self) -> list[FrameRef]:
+    def frame_refs(self, progress=None) -> list[FrameRef]:
+        if not self._checked:
+            self._entries = self._complete_entries(progress)
+            self._checked = True
         return [FrameRef(str(e.path), None, e.timestamp) for e in self._entries]
+
+    def _complete_entries(self, progress) -> list[FileEntry]:
+        """The entries whose files are structurally complete; one warning names every dropped file."""
+        total = len(self._entries)
+        stride = scan_stride(total)
+        complete, broken = [], []
+        for i, entry in enumerate(self._entries):
+            if i % stride == 0:
+                scan_step(progress, i, total, entry.name, self.path)
+            problem = file_problem(entry.path)
+            if problem:
+                broken.append(f"{entry.name} ({problem})")
+            else:
+                complete.append(entry)
+        if progress is not None:
+            progress.report(SCAN_STAGE, total, total, "")
+        if broken:
+            log.warning("%s: skipping %d truncated or unreadable image(s): %s", self.path, len(broken),
+                        ", ".join(broken))
+        if not complete:
+            raise CorruptInput(f"{self.path}: none of its {total} images is complete")
+        return complete
 
     def frame_names(self) -> list[str]:
         return [e.name for e in self._entries]
@@ -85,6 +114,9 @@ class FileListSource(FrameSource):
         if image is None:
             raise CorruptInput(f"{entry.path}: {reason}")
         return self._frame(index, image)
+
+    def first_image_path(self) -> Optional[Path]:
+        return self._first_image
 
     def intrinsics_hint(self) -> Optional[Path]:
         return self._calibration

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import CorruptInput
 from ..model import FrameRef
-from .sources_base import Frame, FrameSource, downscale
+from .sources_base import SCAN_STAGE, Frame, FrameSource, downscale, scan_step, scan_stride
 
 log = logging.getLogger(__name__)
 
@@ -134,17 +134,27 @@ class VideoSource(FrameSource):
             return self._reported_count
         return len(self.frame_refs())
 
-    def frame_refs(self) -> list[FrameRef]:
-        """One ref per frame; walks the file once (grab, no colour conversion) and caches the result."""
+    def frame_refs(self, progress=None) -> list[FrameRef]:
+        """One ref per frame; walks the file once (grab, no colour conversion) and caches the result.
+
+        The walk reports SCAN_STAGE against the container's frame count and stops with Cancelled
+        when ``progress`` asks; nothing is cached then.
+        """
         if self._refs is None:
+            total = max(self._reported_count, 0)
+            stride = scan_stride(total) if total else 50
             capture = self._open_capture()
             refs = []
             try:
                 while capture.grab():
                     index = len(refs)
+                    if index % stride == 0:
+                        scan_step(progress, index, total, self._name(index), self.path)
                     refs.append(FrameRef(str(self.path), index, self._timestamp(capture, index)))
             finally:
                 capture.release()
+            if progress is not None:
+                progress.report(SCAN_STAGE, len(refs), len(refs), "")
             self._refs = refs
             self._exact_count = len(refs)
         return list(self._refs)
