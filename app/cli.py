@@ -59,6 +59,9 @@ def main(argv=None) -> int:
     except ParallaxError as exc:
         print(f"parallax: error: {exc}", file=sys.stderr)
         return EXIT_USER_ERROR
+    except BrokenPipeError:  # `parallax info X | head`: the reader left; not an error worth a message
+        sys.stderr.close()
+        return 0
     except OSError as exc:  # permissions, full disk, a file where a folder should be: the user's to fix
         where = f" {exc.filename}" if getattr(exc, "filename", None) else ""
         print(f"parallax: error:{where} {exc.strerror or exc}", file=sys.stderr)
