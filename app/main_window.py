@@ -1,20 +1,24 @@
-"""The Parallax main window: menus, toolbar, docks, the 3D view and the task/progress plumbing."""
+"""The Parallax main window: menus, toolbar, docks, the 3D view, dialogs and messages.
+
+The document (app/document.py) owns the scene and its files; the task runner (app/task_runner.py)
+runs long work off the GUI thread. The window builds the widgets and reacts to their signals.
+"""
 from __future__ import annotations
 
-import html
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from PyQt6 import QtCore, QtGui, QtWidgets
 
+from .document import PROJECT_SUFFIX, Document
 from .frame_browser import FrameBrowser
 from .log_dock import LogView
 from .scene_tree import SceneTree
 from .settings import Settings
+from .task_runner import TaskRunner
 from .view3d import SceneView
-from .workers import QtProgress, SceneWatcher, Worker
+from .workers import SceneWatcher, Worker
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +26,6 @@ APP_NAME = "Parallax"
 VIDEO_FILTER = "Videos (*.mp4 *.avi *.mov *.mkv *.m4v *.webm);;All files (*)"
 ANY_FILTER = ("Scenes and media (*.mp4 *.avi *.mov *.mkv *.m4v *.webm *.ply *.json *.txt *.csv *.bin);;"
               "All files (*)")
-PROJECT_SUFFIX = ".parallax"
-AUTOSAVE_DELAY_S = 5.0
 
 
 def _icon(widget: QtWidgets.QWidget, name: str) -> QtGui.QIcon:
@@ -37,7 +39,7 @@ def _icon(widget: QtWidgets.QWidget, name: str) -> QtGui.QIcon:
 
 
 class MainWindow(QtWidgets.QMainWindow):
-    """One window over one Scene. Long work runs in a Worker; the window only observes the scene."""
+    """One window over one Document. Long work runs in the TaskRunner; the window only observes the scene."""
 
     error_shown = QtCore.pyqtSignal(str, str)  # title, message (for tests and automation)
     task_finished = QtCore.pyqtSignal(str, bool)  # task title, succeeded
@@ -45,17 +47,11 @@ class MainWindow(QtWidgets.QMainWindow):
     def __init__(self, scene=None, settings: Optional[Settings] = None, confirm_discard: bool = True,
                  parent: Optional[QtWidgets.QWidget] = None):
         super().__init__(parent)
-        from scene.model import Scene
-
-        self.scene = scene if scene is not None else Scene()
         self.settings = settings if settings is not None else Settings()
         self.confirm_discard = confirm_discard
-        self.project_path: Optional[Path] = None
-        self.current_path: Optional[Path] = None
         self.last_message_box: Optional[QtWidgets.QMessageBox] = None
-        self.worker: Optional[Worker] = None
-        self.autosaver = None  # scene.autosave.Autosaver while autosave is on and the scene has a project
-        self._clean_version = self.scene.version
+        self.runner = TaskRunner(self)
+        self.document = Document(self.runner, self.settings, scene, self)
 
         self.setWindowTitle(APP_NAME)
         self.setAcceptDrops(True)
@@ -77,12 +73,12 @@ class MainWindow(QtWidgets.QMainWindow):
         self.resizeDocks([self.log_dock], [170], QtCore.Qt.Orientation.Vertical)
         self.log_view.attach()
 
-        self.progress = QtProgress(self)
-        self.progress.progressed.connect(self._on_progress)
         self._build_actions()
         self._build_menus()
         self._build_toolbar()
         self._build_status_bar()
+        self._connect_runner()
+        self._connect_document()
 
         self.tree.visibility_changed.connect(self.view.set_visible)
         self.frames.current_image_changed.connect(self.view.select_image)
@@ -91,6 +87,60 @@ class MainWindow(QtWidgets.QMainWindow):
 
         self._restore_window()
         self.watcher.refresh()
+
+    # --- the document and the runner, as the window's public API --------------------------
+    @property
+    def scene(self):
+        return self.document.scene
+
+    @property
+    def project_path(self) -> Optional[Path]:
+        return self.document.project_path
+
+    @property
+    def current_path(self) -> Optional[Path]:
+        return self.document.current_path
+
+    @property
+    def autosaver(self):
+        return self.document.autosaver
+
+    @property
+    def worker(self) -> Optional[Worker]:
+        return self.runner.worker
+
+    @property
+    def progress(self):
+        return self.runner.progress
+
+    def is_modified(self) -> bool:
+        return self.document.is_modified()
+
+    def is_busy(self) -> bool:
+        return self.runner.is_busy()
+
+    def load_scene(self, new_scene, path: Optional[Path] = None) -> None:
+        """Show ``new_scene`` in this window (GUI thread). The window keeps its own Scene object."""
+        self.document.load_scene(new_scene, path)
+
+    def open_demo(self, **demo_kwargs) -> Optional[Worker]:
+        """Generate the built-in demo scene if needed and open it; the view is fitted when it loads."""
+        return self.document.open_demo(**demo_kwargs)
+
+    def save_project_to(self, folder) -> Optional[Worker]:
+        return self.document.save_project_to(folder)
+
+    def export_to(self, path, fmt: str, name: Optional[str] = None) -> Optional[Worker]:
+        return self.document.export_to(path, fmt, name)
+
+    def run_task(self, title: str, fn: Callable[..., Any], *args,
+                 on_success: Optional[Callable[[Any], None]] = None, **kwargs) -> Optional[Worker]:
+        """Run ``fn(*args, progress=..., **kwargs)`` on a worker thread with progress in the status bar."""
+        return self.runner.run(title, fn, *args, on_success=on_success, **kwargs)
+
+    def wait_for_task(self, timeout_ms: int = 10000) -> bool:
+        """Block until the running task (if any) ends, processing events. True if none is left."""
+        return self.runner.wait(timeout_ms)
 
     # --- construction -------------------------------------------------------------------
     def _dock(self, title: str, name: str, widget: QtWidgets.QWidget, area) -> QtWidgets.QDockWidget:
@@ -133,7 +183,7 @@ class MainWindow(QtWidgets.QMainWindow):
                                      "SP_FileDialogDetailedView", "Open a nerfstudio / instant-ngp transforms.json")
         self.act_save = a("&Save", self.save, SK.Save, "save", "Save the project")
         self.act_save_as = a("Save &As…", self.save_as_dialog, SK.SaveAs, None, "Save the project to a new folder")
-        self.act_autosave = a("A&utosave Project", self._update_autosave, None, None,
+        self.act_autosave = a("A&utosave Project", self._toggle_autosave, None, None,
                               "Save the project a few seconds after each change (once it has been saved)")
         self.act_autosave.setCheckable(True)
         self.act_autosave.setChecked(self.settings.autosave())
@@ -241,13 +291,33 @@ class MainWindow(QtWidgets.QMainWindow):
         if state is not None:
             self.restoreState(state)
 
-    # --- scene updates ------------------------------------------------------------------
+    def _connect_runner(self) -> None:
+        runner = self.runner
+        runner.progress.progressed.connect(self._on_progress)
+        runner.busy_changed.connect(self._set_busy)
+        runner.refused.connect(lambda running: self.show_error(
+            "Busy", f"“{running}” is still running. Wait for it or cancel it first.",
+            icon=QtWidgets.QMessageBox.Icon.Information))
+        runner.failed.connect(lambda title, message: self.show_error(f"{title} failed", message))
+        runner.cancelled.connect(lambda title: self.statusBar().showMessage(f"{title}: cancelled", 5000))
+        runner.finished.connect(self.task_finished)
+
+    def _connect_document(self) -> None:
+        doc = self.document
+        doc.about_to_load.connect(self._on_about_to_load)
+        doc.loaded.connect(self._on_loaded)
+        doc.title_changed.connect(lambda _title: self._update_title())
+        doc.opened.connect(self._on_opened)
+        doc.saved.connect(self._on_saved)
+        doc.exported.connect(lambda fmt, written: self.statusBar().showMessage(f"Exported {fmt} to {written}", 5000))
+
+    # --- scene and document updates -----------------------------------------------------
     def _on_snapshot(self, snap) -> None:
         self.view.set_snapshot(snap)
         self.tree.update_snapshot(snap, self.view.is_visible, self.view.trajectory_colors)
         self.frames.set_snapshot(snap)
         self._update_summary(snap)
-        self._update_title()
+        self._update_title()  # the modified star follows scene changes
 
     def _update_summary(self, snap) -> None:
         n_reg = sum(1 for im in snap.images.values() if im.cam_from_world is not None)
@@ -257,111 +327,27 @@ class MainWindow(QtWidgets.QMainWindow):
             parts.append(f"{len(snap.trajectories)} trajectories")
         self.summary_label.setText("  ·  ".join(parts))
 
-    def is_modified(self) -> bool:
-        return self.scene.version != self._clean_version
-
-    def _mark_clean(self) -> None:
-        self._clean_version = self.scene.version
-        self._update_title()
-
     def _update_title(self) -> None:
-        if self.current_path is None:
-            self.setWindowTitle(APP_NAME)
-        else:
-            star = " *" if self.is_modified() else ""
-            self.setWindowTitle(f"{self.current_path.name}{star} — {APP_NAME}")
+        title = self.document.title()
+        self.setWindowTitle(f"{title} — {APP_NAME}" if title else APP_NAME)
 
-    def load_scene(self, new_scene, path: Optional[Path] = None) -> None:
-        """Show ``new_scene`` in this window (GUI thread). The window keeps its own Scene object."""
-        from scene.project import is_project
-
-        self._stop_autosave()  # the new content must not be autosaved into the old project
+    def _on_about_to_load(self) -> None:
         self.view.reset_alignment()
         self.frames.reset()
-        self.scene.replace_with(new_scene)
-        self.current_path = Path(path) if path is not None else None
-        self.project_path = self.current_path if path is not None and is_project(path) else None
+
+    def _on_loaded(self) -> None:
         self.watcher.refresh()
         self.view.reset_camera()
-        self._mark_clean()
-        self._update_autosave()
 
-    def _stop_autosave(self) -> None:
-        if self.autosaver is not None:
-            self.autosaver.close()
-            self.autosaver = None
+    def _on_opened(self, path: Path) -> None:
+        self._rebuild_recent_menu()
+        self.statusBar().showMessage(f"Opened {path.name}", 5000)
 
-    def _update_autosave(self, *_args) -> None:
-        """Autosave runs only when switched on and the scene has a project folder to save into."""
-        from scene.autosave import Autosaver
+    def _on_saved(self, folder: Path) -> None:
+        self._rebuild_recent_menu()
+        self.statusBar().showMessage(f"Saved {folder}", 5000)
 
-        enabled = self.act_autosave.isChecked()
-        self.settings.set_autosave(enabled)
-        if self.autosaver is not None and (not enabled or self.autosaver.folder != self.project_path):
-            self._stop_autosave()
-        if enabled and self.project_path is not None and self.autosaver is None:
-            self.autosaver = Autosaver(self.scene, self.project_path, delay_s=AUTOSAVE_DELAY_S)
-            log.info("autosave on: %s", self.project_path)
-
-    # --- tasks --------------------------------------------------------------------------
-    def is_busy(self) -> bool:
-        return self.worker is not None
-
-    def run_task(self, title: str, fn: Callable[..., Any], *args,
-                 on_success: Optional[Callable[[Any], None]] = None, **kwargs) -> Optional[Worker]:
-        """Run ``fn(*args, progress=..., **kwargs)`` on a worker thread with progress in the status bar."""
-        if self.worker is not None:
-            self.show_error("Busy", f"“{self.worker.title}” is still running. Wait for it or cancel it first.",
-                            icon=QtWidgets.QMessageBox.Icon.Information)
-            return None
-        self.progress.reset()
-        worker = Worker(fn, *args, progress=self.progress, title=title, parent=self, **kwargs)
-        worker.succeeded.connect(lambda result: self._task_succeeded(worker, result, on_success))
-        worker.failed.connect(lambda exc, tb: self._task_failed(worker, exc, tb))
-        worker.cancelled.connect(lambda: self._task_cancelled(worker))
-        worker.finished.connect(lambda: self._task_done(worker))
-        self.worker = worker
-        self._set_busy(True, title)
-        log.info("%s…", title)
-        worker.start()
-        return worker
-
-    def _task_succeeded(self, worker: Worker, result, on_success) -> None:
-        if on_success is not None:
-            try:
-                on_success(result)
-            except Exception as exc:  # noqa: BLE001 - same reporting as a failure in the worker
-                import traceback
-                self._task_failed(worker, exc, traceback.format_exc())
-                return
-        if self.progress.should_stop():
-            log.info("%s: stopped by the user", worker.title)
-        self.task_finished.emit(worker.title, True)
-
-    def _task_failed(self, worker: Worker, exc: BaseException, tb: str) -> None:
-        from scene.errors import ParallaxError
-
-        if isinstance(exc, ParallaxError):
-            log.error("%s failed: %s", worker.title, exc)
-            self.show_error(f"{worker.title} failed", str(exc))
-        else:
-            log.error("%s failed with an unexpected error:\n%s", worker.title, tb.rstrip())
-            self.show_error(f"{worker.title} failed",
-                            f"Unexpected error: {type(exc).__name__}: {exc}\n\nThe full report is in the Log panel.")
-        self.task_finished.emit(worker.title, False)
-
-    def _task_cancelled(self, worker: Worker) -> None:
-        log.warning("%s: cancelled", worker.title)
-        self.statusBar().showMessage(f"{worker.title}: cancelled", 5000)
-        self.task_finished.emit(worker.title, False)
-
-    def _task_done(self, worker: Worker) -> None:
-        if self.worker is worker:
-            self.worker = None
-        self.progress.flush()
-        self._set_busy(False)
-        worker.deleteLater()
-
+    # --- task progress ------------------------------------------------------------------
     def _set_busy(self, busy: bool, title: str = "") -> None:
         self.progress_bar.setVisible(busy)
         self.cancel_button.setVisible(busy)
@@ -385,22 +371,11 @@ class MainWindow(QtWidgets.QMainWindow):
         self.stage_label.setText(f"{stage}: {message}" if message else stage)
 
     def cancel_task(self) -> None:
-        if self.worker is None:
+        if not self.runner.cancel():
             return
-        self.progress.request_stop()
         self.act_cancel.setEnabled(False)
         self.act_cancel.setText("Cancelling…")
         self.stage_label.setText("Cancelling…")
-        log.info("cancel requested for %s", self.worker.title)
-
-    def wait_for_task(self, timeout_ms: int = 10000) -> bool:
-        """Block until the running task (if any) ends, processing events. True if none is left."""
-        timer = QtCore.QElapsedTimer()
-        timer.start()
-        while self.worker is not None and timer.elapsed() < timeout_ms:
-            QtWidgets.QApplication.processEvents(QtCore.QEventLoop.ProcessEventsFlag.AllEvents, 20)
-            QtCore.QThread.msleep(5)
-        return self.worker is None
 
     # --- messages -----------------------------------------------------------------------
     def show_error(self, title: str, message: str,
@@ -425,49 +400,10 @@ class MainWindow(QtWidgets.QMainWindow):
 
     # --- opening ------------------------------------------------------------------------
     def open_path(self, path) -> Optional[Worker]:
-        """Open any supported path in a worker; the scene is replaced when it has loaded."""
-        path = Path(path).expanduser()
+        """Open any supported path in a worker (after asking about unsaved changes)."""
         if not self._confirm_discard():
             return None
-        self.settings.set_last_directory(str(path))
-
-        def load(progress):
-            from scene.io import open_path
-
-            return open_path(path, progress=progress)
-
-        def done(new_scene):
-            self.load_scene(new_scene, path)
-            self.settings.add_recent_file(str(path))
-            self._rebuild_recent_menu()
-            summary = new_scene.summary()
-            log.info("opened %s: %d cameras, %d images (%d registered), %d points, trajectories %s", path,
-                     summary["cameras"], summary["images"], summary["registered"], summary["points3D"],
-                     ", ".join(summary["trajectories"]) or "none")
-            self.statusBar().showMessage(f"Opened {path.name}", 5000)
-
-        return self.run_task(f"Opening {path.name}", load, on_success=done)
-
-    def open_demo(self, **demo_kwargs) -> Optional[Worker]:
-        """Generate the built-in demo scene if needed, open it and fit the view."""
-
-        def load(progress):
-            import inspect
-
-            from assets.demo_scene import ensure_demo
-            from scene.io import open_path
-
-            if "progress" in inspect.signature(ensure_demo).parameters:
-                demo_kwargs.setdefault("progress", progress)
-            folder = ensure_demo(**demo_kwargs)
-            return folder, open_path(folder, progress=progress)
-
-        def done(result):
-            folder, new_scene = result
-            self.load_scene(new_scene, Path(folder))
-            log.info("demo scene opened from %s", folder)
-
-        return self.run_task("Opening the demo scene", load, on_success=done)
+        return self.document.open_path(path)
 
     def _dialog_dir(self) -> str:
         return self.settings.last_directory()
@@ -554,33 +490,8 @@ class MainWindow(QtWidgets.QMainWindow):
             return None
         return self.save_project_to(path)
 
-    def save_project_to(self, folder) -> Optional[Worker]:
-        folder = Path(folder)
-        if folder.suffix != PROJECT_SUFFIX:
-            folder = folder.with_name(folder.name + PROJECT_SUFFIX)
-        scene = self.scene
-        version = scene.version
-
-        def save(progress):
-            from scene.project import save_project
-
-            progress.report("save", 0, 1, folder.name)
-            result = save_project(scene, folder)
-            progress.report("save", 1, 1, folder.name)
-            return result
-
-        def done(_result):
-            self.project_path = self.current_path = folder
-            self._clean_version = version
-            self._update_title()
-            self._update_autosave()
-            self.settings.set_last_directory(str(folder.parent))
-            self.settings.add_recent_file(str(folder))
-            self._rebuild_recent_menu()
-            log.info("project saved to %s", folder)
-            self.statusBar().showMessage(f"Saved {folder}", 5000)
-
-        return self.run_task(f"Saving {folder.name}", save, on_success=done)
+    def _toggle_autosave(self) -> None:
+        self.document.set_autosave(self.act_autosave.isChecked())
 
     def export_dialog(self, fmt: str) -> Optional[Worker]:
         snap = self.scene.snapshot()
@@ -611,25 +522,6 @@ class MainWindow(QtWidgets.QMainWindow):
         if not path:
             return None
         return self.export_to(path, fmt, name)
-
-    def export_to(self, path, fmt: str, name: Optional[str] = None) -> Optional[Worker]:
-        path = Path(path)
-        scene = self.scene
-
-        def export(progress):
-            from scene.io import export_scene
-
-            progress.report("export", 0, 1, path.name)
-            written = export_scene(scene, path, fmt, name=name)
-            progress.report("export", 1, 1, path.name)
-            return written
-
-        def done(written):
-            self.settings.set_last_directory(str(path))
-            log.info("exported %s to %s", fmt, written)
-            self.statusBar().showMessage(f"Exported {fmt} to {written}", 5000)
-
-        return self.run_task(f"Exporting {fmt}", export, on_success=done)
 
     # --- drag and drop ------------------------------------------------------------------
     @staticmethod
@@ -664,17 +556,13 @@ class MainWindow(QtWidgets.QMainWindow):
         if not self._confirm_discard():
             event.ignore()
             return
-        if self.worker is not None:
-            self.progress.request_stop()
-            # A QThread destroyed while running aborts the process: never close under a live worker.
-            if not self.worker.wait(30000):
-                event.ignore()
-                self.statusBar().showMessage("Still stopping the running task; close again in a moment", 5000)
-                return
+        # A QThread destroyed while running aborts the process: never close under a live worker.
+        if not self.runner.stop(30000):
+            event.ignore()
+            self.statusBar().showMessage("Still stopping the running task; close again in a moment", 5000)
+            return
         self.settings.save_window(self.saveGeometry(), self.saveState())
-        if self.autosaver is not None:
-            self.autosaver.flush()
-            self._stop_autosave()
+        self.document.close()
         self.log_view.detach()
         self.watcher.close()
         self.frames.reset()

@@ -416,11 +416,11 @@ def test_save_and_export_run_in_worker(window, qtbot, tmp_path):
 
 
 def test_autosave_saves_changes_into_the_project(window, qtbot, tmp_path, monkeypatch):
-    import app.main_window as main_window
+    import app.document as document
     from scene.model import Trajectory
     from scene.project import load_project, save_project
 
-    monkeypatch.setattr(main_window, "AUTOSAVE_DELAY_S", 0.2)
+    monkeypatch.setattr(document, "AUTOSAVE_DELAY_S", 0.2)
     folder = save_project(synthetic_scene(with_cloud=False), tmp_path / "auto")
     window.open_path(folder)
     wait_task(qtbot, window)
