@@ -75,8 +75,9 @@ def _intersect(ox, oy, oz, dx, dy, dz, boxes, active):
 
 
 @njit(cache=True, inline="always")
-def _fetch(atlas, offset, w, h, x, y):
-    """Bilinear texel lookup at continuous texel coords (x, y), clamped to the edge; RGB in 0..1."""
+def _bilinear_taps(w, h, x, y):
+    """The four texel indices around continuous texel coords (x, y) (texel centres at +0.5), edge-clamped,
+    and the fractional weights along x and y."""
     x -= 0.5
     y -= 0.5
     x0 = math.floor(x)
@@ -86,6 +87,13 @@ def _fetch(atlas, offset, w, h, x, y):
     xb = min(max(int(x0) + 1, 0), w - 1)
     ya = min(max(int(y0), 0), h - 1)
     yb = min(max(int(y0) + 1, 0), h - 1)
+    return xa, xb, ya, yb, ax, ay
+
+
+@njit(cache=True, inline="always")
+def _fetch(atlas, offset, w, h, x, y):
+    """Bilinear texel lookup at continuous texel coords (x, y), clamped to the edge; RGB in 0..1."""
+    xa, xb, ya, yb, ax, ay = _bilinear_taps(w, h, x, y)
     i00, i01 = offset + ya * w + xa, offset + ya * w + xb
     i10, i11 = offset + yb * w + xa, offset + yb * w + xb
     w00, w01 = (1.0 - ax) * (1.0 - ay), ax * (1.0 - ay)
@@ -99,15 +107,7 @@ def _fetch(atlas, offset, w, h, x, y):
 @njit(cache=True, inline="always")
 def _lightmap(values, offset, w, h, x, y):
     """Bilinear lookup in a single-channel float map, clamped to the edge."""
-    x -= 0.5
-    y -= 0.5
-    x0 = math.floor(x)
-    y0 = math.floor(y)
-    ax, ay = x - x0, y - y0
-    xa = min(max(int(x0), 0), w - 1)
-    xb = min(max(int(x0) + 1, 0), w - 1)
-    ya = min(max(int(y0), 0), h - 1)
-    yb = min(max(int(y0) + 1, 0), h - 1)
+    xa, xb, ya, yb, ax, ay = _bilinear_taps(w, h, x, y)
     top = values[offset + ya * w + xa] * (1.0 - ax) + values[offset + ya * w + xb] * ax
     bottom = values[offset + yb * w + xa] * (1.0 - ax) + values[offset + yb * w + xb] * ax
     return top * (1.0 - ay) + bottom * ay
