@@ -156,6 +156,48 @@ def bench_demo_render(runs: int) -> list[dict]:
                      f"({30 / t:.1f} frames/s)", "parallax_s": t, "reference_s": None, "reference": "—"}]
 
 
+def bench_features(runs: int) -> list[dict]:
+    import cv2
+
+    from assets import camera_path, demo_camera, render_frame
+    from geometry.matching import match_brute_force
+    from slam.features import OrbExtractor
+
+    camera = demo_camera(640, 480)
+    _, poses = camera_path("orbit", frames=20, fps=30, seed=0)
+    grays = [cv2.cvtColor(render_frame(p, camera)[0], cv2.COLOR_BGR2GRAY) for p in poses[::4]]
+    extractor = OrbExtractor()
+    orb = cv2.ORB_create(1000)
+    extractor.extract(grays[0], camera)  # numba compile outside the timing
+    per_frame = len(grays) * max(runs, 5)
+
+    def ours():
+        for _ in range(max(runs, 5)):
+            for g in grays:
+                extractor.extract(g, camera)
+
+    def theirs():
+        for _ in range(max(runs, 5)):
+            for g in grays:
+                orb.detectAndCompute(g, None)
+
+    f1, f2 = extractor.extract(grays[0], camera), extractor.extract(grays[1], camera)
+    match_brute_force(f1.descriptors, f2.descriptors)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    reps = 20
+    return [
+        {"what": f"ORB features per 640x480 frame (grid-spread, {len(f1.keypoints_xy)} kept)",
+         "parallax_s": median_times(ours, runs) / per_frame,
+         "reference_s": median_times(theirs, runs) / per_frame, "reference": "cv2.ORB_create(1000)"},
+        {"what": f"descriptor matching {len(f1.descriptors)}x{len(f2.descriptors)} (ratio test)",
+         "parallax_s": median_times(lambda: [match_brute_force(f1.descriptors, f2.descriptors, mutual=False)
+                                             for _ in range(reps)], runs) / reps,
+         "reference_s": median_times(lambda: [matcher.knnMatch(f1.descriptors, f2.descriptors, k=2)
+                                              for _ in range(reps)], runs) / reps,
+         "reference": "cv2.BFMatcher knnMatch"},
+    ]
+
+
 # --- report ----------------------------------------------------------------------------------
 
 def machine() -> str:
@@ -208,6 +250,8 @@ def main(argv=None) -> int:
         sections["Project files"] = bench_project(args.runs, work)
         print("demo renderer ...", flush=True)
         sections["Demo scene"] = bench_demo_render(args.runs)
+        print("features ...", flush=True)
+        sections["Features and matching (SLAM/SfM kernels)"] = bench_features(args.runs)
     write_report(Path(args.out), sections, notes, args.runs)
     print(Path(args.out).read_text())
     return 0
