@@ -1,0 +1,84 @@
+"""Write a SLAM system's result into the shared scene.
+
+- keyframes -> scene ``Image``s (new ids) with ``cam_from_world``, keypoints and ``point3d_ids``;
+- alive map points observed at least twice -> scene ``Points3D`` appended after the scene's existing points
+  (new ids), with CSR tracks (image id, keypoint index), colours sampled at the first keyframe that saw them,
+  and the mean reprojection error;
+- the trajectory ``"slam"``: world_from_cam of every tracked frame with the frame timestamps;
+- the point cloud ``"slam_map"``: the same points.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from geometry.camera_models import project
+from scene.model import FrameRef, Image, PointCloud, Points3D, Trajectory
+
+TRAJECTORY_NAME = "slam"
+CLOUD_NAME = "slam_map"
+
+
+def to_scene(system, scene) -> dict:
+    m = system.map
+    camera = system.camera
+    if camera.camera_id in scene.cameras and scene.cameras[camera.camera_id] != camera:
+        camera_id = scene.next_camera_id()
+        from dataclasses import replace
+        camera = replace(camera, camera_id=camera_id)
+    scene.add_camera(camera)
+
+    counts = m.observation_counts()
+    keep = m.alive & (counts >= 2)
+    point_idx = np.flatnonzero(keep)
+    first_id = int(scene.points.ids.max()) + 1 if len(scene.points) else 1
+    new_id = np.full(m.num_points_total, -1, np.int64)
+    new_id[point_idx] = first_id + np.arange(len(point_idx))
+
+    image_id0 = scene.next_image_id()
+    images = []
+    for k in range(m.num_keyframes):
+        ids = m.kf_point_ids[k]
+        pid = np.where(ids >= 0, new_id[np.maximum(ids, 0)], -1)
+        ref = m.kf_refs[k]
+        source = ref if isinstance(ref, FrameRef) else None
+        images.append(Image(image_id0 + k, m.kf_names[k], camera.camera_id, m.kf_pose(k), m.kf_xy[k].copy(), pid,
+                            source))
+    if images:
+        scene.add_images(images)
+
+    # Tracks: alive observations of kept points, grouped by point.
+    sel = m.obs_alive & keep[m.obs_pt]
+    obs_pt, obs_kf, obs_kp = m.obs_pt[sel], m.obs_kf[sel], m.obs_kp[sel]
+    order = np.lexsort((obs_kp, obs_kf, obs_pt))
+    obs_pt, obs_kf, obs_kp = obs_pt[order], obs_kf[order], obs_kp[order]
+    slot = np.full(m.num_points_total, -1, np.int64)
+    slot[point_idx] = np.arange(len(point_idx))
+    lengths = np.bincount(slot[obs_pt], minlength=len(point_idx))
+    ptr = np.concatenate(([0], np.cumsum(lengths))).astype(np.int64)
+    # Mean reprojection error per point.
+    errors = np.zeros(len(point_idx))
+    if len(obs_pt):
+        err = np.empty(len(obs_pt))
+        for k in np.unique(obs_kf):
+            s = obs_kf == k
+            uv = project(camera, m.kf_pose(int(k)).apply(m.xyz[obs_pt[s]]))
+            err[s] = np.linalg.norm(uv - m.kf_xy[k][obs_kp[s]], axis=1)
+        errors = np.bincount(slot[obs_pt], weights=err, minlength=len(point_idx)) / np.maximum(lengths, 1)
+    new_points = Points3D(new_id[point_idx], m.xyz[point_idx].copy(), m.rgb[point_idx].copy(), errors, ptr,
+                          image_id0 + obs_kf, obs_kp)
+    old = scene.points
+    merged = Points3D(np.concatenate((old.ids, new_points.ids)), np.vstack((old.xyz, new_points.xyz)),
+                      np.vstack((old.rgb, new_points.rgb)), np.concatenate((old.error, new_points.error)),
+                      np.concatenate((old.track_ptr, old.track_ptr[-1] + new_points.track_ptr[1:])),
+                      np.concatenate((old.track_image_ids, new_points.track_image_ids)),
+                      np.concatenate((old.track_kp_idx, new_points.track_kp_idx)))
+    scene.set_points(merged)
+    if len(new_points):
+        scene.set_cloud(CLOUD_NAME, PointCloud(new_points.xyz.copy(), new_points.rgb.copy()))
+
+    poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
+    if poses:
+        trajectory = Trajectory.from_poses([ts for ts, _ in poses], [p.inverse() for _, p in poses])
+        scene.set_trajectory(TRAJECTORY_NAME, trajectory)
+    return {"images": len(images), "points": int(len(new_points)), "trajectory_poses": len(poses),
+            "first_image_id": image_id0, "camera_id": camera.camera_id}

@@ -1,0 +1,364 @@
+"""The monocular SLAM system: ``System(camera, options)``, ``step(image, timestamp) -> StepResult``,
+``run(source, progress)``, ``reset()``, ``to_scene(scene)``.
+
+One ``step`` = ORB extraction, then initialisation (state INIT) or tracking (motion model -> last keyframe
+-> relocalisation), then, for a new keyframe, local mapping -- all synchronously in the caller's thread,
+so Step mode is deterministic (same frames in, bit-identical results out). Running local mapping in a
+background thread during Play is not done yet. Loop closure is not part of this version.
+
+Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
+the keyframes when local bundle adjustment moves them.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from enum import Enum
+
+import cv2
+import numpy as np
+
+from scene.camera import Camera
+from scene.errors import ParallaxError
+from scene.progress import NullProgress
+from scene.rigid import Rigid3d
+from slam.features import OrbExtractor, OrbOptions
+from slam.initialization import Initializer, InitOptions
+from slam.map import SlamMap
+from slam.mapping import MappingOptions, insert_keyframe, keyframe_needed, process_keyframe
+from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
+                           track_motion_model)
+
+
+class TrackingState(str, Enum):
+    INIT = "INIT"
+    OK = "OK"
+    LOST = "LOST"
+    RELOCALIZED = "RELOCALIZED"
+
+
+# Keypoint status in StepResult.keypoint_status
+KP_NEW = 0       # no map point
+KP_TRACKED = 1   # matched to a map point and an inlier of the pose
+KP_OUTLIER = 2   # matched, rejected by the pose optimisation
+
+
+@dataclass(frozen=True)
+class SlamOptions:
+    orb: OrbOptions = field(default_factory=OrbOptions)
+    init: InitOptions = field(default_factory=InitOptions)
+    tracking: TrackingOptions = field(default_factory=TrackingOptions)
+    mapping: MappingOptions = field(default_factory=MappingOptions)
+    init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
+    init_ba_iterations: int = 20
+
+
+@dataclass
+class StepResult:
+    frame_index: int
+    timestamp: float
+    state: TrackingState
+    cam_from_world: Rigid3d | None
+    keypoints_xy: np.ndarray         # (N, 2) COLMAP pixels
+    keypoint_status: np.ndarray      # (N,) int8: KP_NEW / KP_TRACKED / KP_OUTLIER
+    point_ids: np.ndarray            # (N,) map point index per keypoint, -1 if none
+    num_tracked: int
+    keyframe_inserted: bool
+    reason: str                      # why the frame is INIT or LOST ("" otherwise)
+    timings_ms: dict                 # per stage: features, initialize / track, mapping, total
+    mapping: dict = field(default_factory=dict)
+
+
+@dataclass
+class RunSummary:
+    frames: int
+    tracked: int
+    initialized_at_frame: int | None
+    keyframes: int
+    map_points: int
+    tracking_ms: list
+    total_s: float
+    stopped: bool
+
+
+class System:
+    def __init__(self, camera: Camera, options: SlamOptions | None = None):
+        self.camera = camera
+        self.options = options or SlamOptions()
+        self._extractor = OrbExtractor(self.options.orb)
+        self.reset()
+
+    # --- state ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Forget everything: map, trajectory, initialisation."""
+        self.map = SlamMap()
+        self.state = TrackingState.INIT
+        self.initializer = Initializer(self.camera, self.options.init)
+        self.initialized_at_frame: int | None = None
+        self._last: Frame | None = None
+        self._velocity: Rigid3d | None = None          # last_from_previous
+        self._last_keyframe = -1
+        self._last_keyframe_frame = -1
+        self._reference_kf = -1
+        self._frame_count = 0
+        self._current_ref = None
+        # Per processed frame: timestamp, reference keyframe (-1: no pose), pose relative to it.
+        self.frame_timestamps: list[float] = []
+        self.frame_reference_kf: list[int] = []
+        self.frame_cam_from_ref: list[Rigid3d | None] = []
+        self.frame_refs: list = []
+
+    @property
+    def num_keyframes(self) -> int:
+        return self.map.num_keyframes
+
+    # --- one frame ----------------------------------------------------------------------------------
+    def step(self, image, timestamp: float | None = None, ref=None) -> StepResult:
+        t_start = time.perf_counter()
+        index = self._frame_count
+        self._frame_count += 1
+        timestamp = float(index if timestamp is None else timestamp)
+        timings: dict = {}
+        try:
+            img = self._check_image(image)
+            features = self._extractor.extract(img, self.camera)
+        except (ParallaxError, ValueError, TypeError, cv2.error) as exc:
+            return self._failed(index, timestamp, f"unusable frame: {exc}", timings, t_start, ref)
+        frame = Frame.build(index, timestamp, features, img)
+        self._current_ref = ref
+        timings["features"] = 1000 * (time.perf_counter() - t_start)
+        if self.state == TrackingState.INIT:
+            result = self._initialize(frame, timings)
+        else:
+            result = self._track(frame, timings)
+        self._record(frame, ref)
+        timings["total"] = 1000 * (time.perf_counter() - t_start)
+        result.timings_ms = timings
+        return result
+
+    def _check_image(self, image) -> np.ndarray:
+        if image is None:
+            raise ParallaxError("no image")
+        img = np.asarray(image)
+        if img.dtype != np.uint8:
+            if not np.issubdtype(img.dtype, np.number) or not np.all(np.isfinite(img)):
+                raise ParallaxError(f"image of type {img.dtype} has NaN/inf or is not numeric")
+            img = np.clip(img, 0, 255).astype(np.uint8)
+        if img.ndim not in (2, 3):
+            raise ParallaxError(f"image must be (H, W) or (H, W, C), got shape {img.shape}")
+        return img
+
+    def _failed(self, index, timestamp, reason, timings, t_start, ref) -> StepResult:
+        if self.state != TrackingState.INIT:
+            self.state = TrackingState.LOST
+        self.frame_timestamps.append(timestamp)
+        self.frame_reference_kf.append(-1)
+        self.frame_cam_from_ref.append(None)
+        self.frame_refs.append(ref)
+        timings["total"] = 1000 * (time.perf_counter() - t_start)
+        return StepResult(index, timestamp, self.state, None, np.zeros((0, 2)), np.zeros(0, np.int8),
+                          np.zeros(0, np.int64), 0, False, reason, timings)
+
+    def _result(self, frame: Frame, reason: str = "", keyframe: bool = False, mapping=None) -> StepResult:
+        status = np.full(len(frame.point_ids), KP_NEW, np.int8)
+        status[frame.outlier] = KP_OUTLIER
+        status[frame.point_ids >= 0] = KP_TRACKED
+        return StepResult(frame.index, frame.timestamp, self.state, frame.cam_from_world,
+                          frame.features.keypoints_xy, status, frame.point_ids.copy(), frame.num_tracked, keyframe,
+                          reason, {}, mapping or {})
+
+    def _record(self, frame: Frame, ref) -> None:
+        self.frame_timestamps.append(frame.timestamp)
+        self.frame_refs.append(ref)
+        if frame.cam_from_world is None or self._reference_kf < 0:
+            self.frame_reference_kf.append(-1)
+            self.frame_cam_from_ref.append(None)
+        else:
+            self.frame_reference_kf.append(self._reference_kf)
+            self.frame_cam_from_ref.append(frame.cam_from_world * self.map.kf_pose(self._reference_kf).inverse())
+
+    # --- initialisation -------------------------------------------------------------------------------
+    def _initialize(self, frame: Frame, timings: dict) -> StepResult:
+        t0 = time.perf_counter()
+        attempt = self.initializer.add(frame)
+        if not attempt.success:
+            timings["initialize"] = 1000 * (time.perf_counter() - t0)
+            return self._result(frame, attempt.reason)
+        ref = attempt.reference
+        good = np.flatnonzero(attempt.matches >= 0)
+        cam2_from_cam1 = attempt.two_view.cam2_from_cam1
+        points = attempt.points_ref[good]
+        # Scale: median depth of the reference camera's points.
+        scale = self.options.init_median_depth / float(np.median(points[:, 2]))
+        points = points * scale
+        pose2 = Rigid3d(cam2_from_cam1.quat_wxyz, cam2_from_cam1.translation * scale)
+        ref.cam_from_world = Rigid3d()
+        frame.cam_from_world = pose2
+        m = self.map
+        ref_source = self.frame_refs[ref.index] if 0 <= ref.index < len(self.frame_refs) else None
+        k0 = insert_keyframe(m, ref, ref=ref_source)
+        k1 = insert_keyframe(m, frame, ref=self._current_ref)
+        level_scales = ref.features.plan.level_scales
+        dist = np.linalg.norm(points, axis=1)
+        new = m.add_points(points, ref.features.descriptors[good], ref.rgb[good], 0,
+                           dist * level_scales[ref.features.octaves[good]])
+        m.add_observations(k0, good, new)
+        m.add_observations(k1, attempt.matches[good], new)
+        self._initial_ba(k0, k1)
+        # Re-normalise the scale after BA (it moves the second camera and the points).
+        ids = m.kf_point_ids[k0]
+        ids = ids[ids >= 0]
+        if len(ids) == 0:
+            self.map.clear()
+            self.initializer.reset()
+            timings["initialize"] = 1000 * (time.perf_counter() - t0)
+            return self._result(frame, "initial map lost every point in bundle adjustment")
+        s = self.options.init_median_depth / float(np.median(m.xyz[ids][:, 2]))
+        m.xyz[:] *= s
+        m.kf_trans[k1] *= s
+        frame.cam_from_world = m.kf_pose(k1)
+        frame.point_ids[:] = -1
+        kp = np.flatnonzero(m.kf_point_ids[k1] >= 0)
+        frame.point_ids[kp] = m.kf_point_ids[k1][kp]
+        self.state = TrackingState.OK
+        self.initialized_at_frame = frame.index
+        self._last = frame
+        self._velocity = None
+        self._last_keyframe = k1
+        self._last_keyframe_frame = frame.index
+        self._reference_kf = k1
+        # Frames between the reference and this one stay without a pose; the reference gets one.
+        if 0 <= ref.index < len(self.frame_reference_kf):
+            self.frame_reference_kf[ref.index] = k0
+            self.frame_cam_from_ref[ref.index] = Rigid3d()
+        timings["initialize"] = 1000 * (time.perf_counter() - t0)
+        return self._result(frame, keyframe=True)
+
+    def _initial_ba(self, k0: int, k1: int) -> None:
+        from geometry.bundle_adjustment import BAOptions, BAProblem, bundle_adjust
+        from slam.tracking import POSE_GATE_PX
+
+        m = self.map
+        obs = np.flatnonzero(m.obs_alive)
+        pts = np.flatnonzero(m.alive)
+        slot = np.full(m.num_points_total, -1, np.int64)
+        slot[pts] = np.arange(len(pts))
+        obs_xy, _ = m.observation_keypoints(obs)
+        problem = BAProblem([self.camera], np.zeros(2, np.int64), m.kf_quat[[k0, k1]].copy(),
+                            m.kf_trans[[k0, k1]].copy(), m.xyz[pts].copy(), m.obs_kf[obs], slot[m.obs_pt[obs]],
+                            obs_xy, pose_fixed=np.array([True, False]))
+        result = bundle_adjust(problem, BAOptions(max_iterations=self.options.init_ba_iterations, loss="huber",
+                                                  loss_scale_px=POSE_GATE_PX))
+        m.kf_quat[[k0, k1]] = result.quat_wxyz
+        m.kf_trans[[k0, k1]] = result.translation
+        m.xyz[pts] = result.points_world
+        bad = ~result.observations_used | ~(result.residual_norms_px <= 2 * POSE_GATE_PX)
+        m.remove_observations(obs[bad])
+        counts = m.observation_counts()
+        m.remove_points(pts[counts[pts] < 2])
+
+    # --- tracking ---------------------------------------------------------------------------------------
+    def _track(self, frame: Frame, timings: dict) -> StepResult:
+        o = self.options.tracking
+        t0 = time.perf_counter()
+        pose, how = None, ""
+        if len(frame.features) == 0:
+            reason = "no features in this frame"
+        else:
+            reason = ""
+            radius = o.local_map_radius
+            if self.state in (TrackingState.OK, TrackingState.RELOCALIZED) and self._last is not None \
+                    and self._last.cam_from_world is not None:
+                last_pose = self._last.cam_from_world
+                predicted = (self._velocity * last_pose) if self._velocity is not None else last_pose
+                pose, _ = track_motion_model(self.camera, self.map, frame, self._last, predicted, o)
+                how = "motion"
+                if pose is None:
+                    frame.point_ids[:] = -1
+                    frame.outlier[:] = False
+                    pose, _ = track_keyframe(self.camera, self.map, frame, self._last_keyframe, last_pose, o)
+                    how = "keyframe"
+            if pose is None:
+                frame.point_ids[:] = -1
+                frame.outlier[:] = False
+                pose, _ = relocalize(self.camera, self.map, frame, o)
+                how = "relocalization"
+                radius = o.relocalization_radius
+            if pose is not None:
+                pose, tracked, reference = track_local_map(self.camera, self.map, frame, pose, radius, o)
+                needed = o.min_relocalization_inliers if how == "relocalization" else o.min_tracked
+                if tracked < needed:
+                    reason = f"only {tracked} points tracked after the local map search (need {needed})"
+                    pose = None
+                else:
+                    self._reference_kf = reference
+            else:
+                reason = f"tracking failed (motion model, last keyframe and relocalization)"
+        timings["track"] = 1000 * (time.perf_counter() - t0)
+        if pose is None:
+            frame.point_ids[:] = -1
+            self.state = TrackingState.LOST
+            self._velocity = None
+            return self._result(frame, reason)
+        frame.cam_from_world = pose
+        if self._last is not None and self._last.cam_from_world is not None and how != "relocalization":
+            self._velocity = pose * self._last.cam_from_world.inverse()
+        else:
+            self._velocity = None
+        self.state = TrackingState.RELOCALIZED if how == "relocalization" else TrackingState.OK
+        self._last = frame
+        # Local mapping, synchronously.
+        t1 = time.perf_counter()
+        mapping_stats: dict = {}
+        keyframe = keyframe_needed(self.map, frame, self._reference_kf, frame.index - self._last_keyframe_frame,
+                                   self.options.mapping)
+        if keyframe:
+            k = insert_keyframe(self.map, frame, ref=self._current_ref)
+            plan = frame.features.plan
+            mapping_stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
+                                             self.options.mapping)
+            self._last_keyframe = k
+            self._last_keyframe_frame = frame.index
+            self._reference_kf = k
+            frame.cam_from_world = self.map.kf_pose(k)
+            # The keyframe's points after mapping (BA may have dropped some observations).
+            kp = self.map.kf_point_ids[k]
+            frame.point_ids = np.where(kp >= 0, kp, -1)
+        timings["mapping"] = 1000 * (time.perf_counter() - t1)
+        return self._result(frame, keyframe=keyframe, mapping=mapping_stats)
+
+    # --- whole sources ------------------------------------------------------------------------------
+    def run(self, source, progress=None, on_step=None) -> RunSummary:
+        """Step through every frame of a ``scene.io.sources`` FrameSource. ``progress.report('slam', ...)``
+        after each frame; ``progress.should_stop()`` is checked before each frame (the map stays
+        consistent). ``on_step(result)`` is called with every StepResult."""
+        progress = progress or NullProgress()
+        total = len(source)
+        t0 = time.perf_counter()
+        tracked, track_ms, stopped, n = 0, [], False, 0
+        for frame in source:
+            if progress.should_stop():
+                stopped = True
+                break
+            result = self.step(frame.image, frame.timestamp, ref=frame.ref)
+            n += 1
+            tracked += result.cam_from_world is not None
+            track_ms.append(result.timings_ms.get("total", 0.0))
+            if on_step is not None:
+                on_step(result)
+            progress.report("slam", n, total, f"{result.state.value} kf={self.map.num_keyframes} "
+                                              f"pts={self.map.num_points}")
+        return RunSummary(n, tracked, self.initialized_at_frame, self.map.num_keyframes, self.map.num_points,
+                          track_ms, time.perf_counter() - t0, stopped)
+
+    # --- results ------------------------------------------------------------------------------------
+    def frame_poses(self) -> list[tuple[float, Rigid3d | None]]:
+        """(timestamp, cam_from_world or None) of every processed frame, following the current keyframes."""
+        out = []
+        for ts, k, rel in zip(self.frame_timestamps, self.frame_reference_kf, self.frame_cam_from_ref):
+            out.append((ts, None if k < 0 or rel is None else rel * self.map.kf_pose(k)))
+        return out
+
+    def to_scene(self, scene) -> dict:
+        from slam.export import to_scene
+        return to_scene(self, scene)

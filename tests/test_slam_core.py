@@ -1,0 +1,279 @@
+"""The monocular SLAM core (slam/) on the project's demo renderer, against the exact ground truth.
+
+Frames are rendered in memory once per module (640 x 480, 30 fps). Targets from issue 3: initialised within
+the first 30 frames, every frame tracked after initialisation, ATE RMSE after Sim(3) alignment <= 0.5 % of
+the path length; no drift and no re-initialisation while the camera stands still.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from assets import camera_path, demo_camera, render_frame
+from geometry.evaluate import evaluate
+from scene.model import Scene, Trajectory
+from slam.tracking import POSE_GATE_PX
+from slam.system import KP_NEW, KP_OUTLIER, KP_TRACKED, System, TrackingState
+
+FPS = 30.0
+FRAMES = {"orbit": 150, "forward_walk": 120, "handheld": 120, "stop": 141}
+MOVING = ("orbit", "forward_walk", "handheld")
+
+
+@functools.lru_cache(maxsize=None)
+def _room():
+    from assets.room import build_room
+    return build_room(0)
+
+
+@functools.lru_cache(maxsize=None)
+def rendered(name: str):
+    """(timestamps, world_from_cam list, frames (N, H, W, 3) uint8) of a demo path."""
+    timestamps, poses = camera_path(name, FRAMES[name], FPS)
+    camera = demo_camera()
+    frames = np.stack([render_frame(p, camera, _room())[0] for p in poses])
+    return timestamps, poses, frames
+
+
+@functools.lru_cache(maxsize=None)
+def slam_run(name: str):
+    """(system, step results) of SLAM over the whole path."""
+    timestamps, _, frames = rendered(name)
+    system = System(demo_camera())
+    results = [system.step(img, ts) for img, ts in zip(frames, timestamps)]
+    return system, results
+
+
+def estimated_trajectory(system: System) -> Trajectory:
+    poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
+    return Trajectory.from_poses([ts for ts, _ in poses], [p.inverse() for _, p in poses])
+
+
+def ground_truth(name: str) -> Trajectory:
+    timestamps, poses, _ = rendered(name)
+    return Trajectory.from_poses(timestamps, poses)
+
+
+# --- initialisation and tracking ---------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", MOVING)
+def test_initializes_within_30_frames(name):
+    system, results = slam_run(name)
+    assert system.initialized_at_frame is not None and system.initialized_at_frame < 30
+    assert all(r.state == TrackingState.INIT for r in results[:system.initialized_at_frame])
+    assert all(r.cam_from_world is None for r in results[:system.initialized_at_frame])
+
+
+@pytest.mark.parametrize("name", MOVING)
+def test_every_frame_tracked_after_initialization(name):
+    system, results = slam_run(name)
+    after = results[system.initialized_at_frame:]
+    lost = [r.frame_index for r in after if r.cam_from_world is None]
+    assert lost == []
+    assert all(r.state == TrackingState.OK for r in after)
+    assert system.map.num_keyframes >= 5 and system.map.num_points >= 500
+
+
+@pytest.mark.parametrize("name", MOVING)
+def test_ate_below_half_percent_of_path(name):
+    system, _ = slam_run(name)
+    result = evaluate(estimated_trajectory(system), ground_truth(name))
+    assert result["ate_percent_of_path"] <= 0.5, result
+
+
+def test_step_result_keypoint_status():
+    system, results = slam_run("forward_walk")
+    r = results[-1]
+    assert r.keypoints_xy.shape == (len(r.keypoint_status), 2)
+    assert set(np.unique(r.keypoint_status)) <= {KP_NEW, KP_TRACKED, KP_OUTLIER}
+    tracked = r.keypoint_status == KP_TRACKED
+    assert tracked.sum() == r.num_tracked >= 30
+    assert np.all(r.point_ids[tracked] >= 0) and np.all(r.point_ids[~tracked] == -1)
+    assert np.all(system.map.alive[r.point_ids[tracked]])
+    for stage in ("features", "track", "mapping", "total"):
+        assert r.timings_ms[stage] >= 0.0
+
+
+# --- the stationary camera ---------------------------------------------------------------------------
+
+def test_stop_no_drift_and_no_reinitialization():
+    from assets.camera_paths import stop_frames
+    name = "stop"
+    system, results = slam_run(name)
+    n_stop = stop_frames(FPS)
+    first_stop = (FRAMES[name] - n_stop) // 2
+    stop = range(first_stop, first_stop + n_stop)
+    assert system.initialized_at_frame is not None and system.initialized_at_frame < first_stop
+    after = results[system.initialized_at_frame:]
+    assert all(r.state != TrackingState.INIT for r in after)
+    assert all(r.cam_from_world is not None for r in after)
+    # While the camera stands still, no keyframe is added and the estimated centre does not move
+    # (in ground-truth units, scaled by the ratio of path lengths -- the path is a straight line, so a
+    # Sim(3) alignment is undetermined: below 1 mm over the 2 s).
+    assert not any(results[i].keyframe_inserted for i in list(stop)[1:])
+    est = estimated_trajectory(system)
+    gt = ground_truth(name)
+    tracked = np.isin(np.round(gt.timestamps, 9), np.round(est.timestamps, 9))
+    gt_length = np.linalg.norm(np.diff(gt.world_from_cam_translation[tracked], axis=0), axis=1).sum()
+    scale = gt_length / est.path_length()
+    centres = np.array([results[i].cam_from_world.center() for i in stop])
+    spread = scale * np.linalg.norm(centres - centres[0], axis=1).max()
+    assert spread < 1e-3, spread
+
+
+def test_stationary_start_never_initializes():
+    _, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    results = [system.step(frames[0], i / FPS) for i in range(8)]
+    assert all(r.state == TrackingState.INIT and r.cam_from_world is None for r in results)
+    assert system.map.num_keyframes == 0
+    assert "not moving" in results[-1].reason
+
+
+# --- determinism, reset, export ----------------------------------------------------------------------
+
+def test_step_mode_is_deterministic():
+    timestamps, _, frames = rendered("forward_walk")
+    runs = []
+    for _ in range(2):
+        system = System(demo_camera())
+        results = [system.step(img, ts) for img, ts in zip(frames[:45], timestamps[:45])]
+        runs.append((system, results))
+    (s1, r1), (s2, r2) = runs
+    for a, b in zip(r1, r2):
+        assert a.state == b.state
+        assert (a.cam_from_world is None) == (b.cam_from_world is None)
+        if a.cam_from_world is not None:
+            assert a.cam_from_world == b.cam_from_world  # bit-identical
+        assert np.array_equal(a.keypoint_status, b.keypoint_status)
+        assert np.array_equal(a.point_ids, b.point_ids)
+    assert np.array_equal(s1.map.xyz, s2.map.xyz)
+    assert np.array_equal(s1.map.kf_quat, s2.map.kf_quat)
+
+
+def test_map_arrays_are_consistent():
+    system, _ = slam_run("handheld")
+    m = system.map
+    alive_obs = np.flatnonzero(m.obs_alive)
+    for e in alive_obs:
+        assert m.kf_point_ids[m.obs_kf[e]][m.obs_kp[e]] == m.obs_pt[e]
+    n_ids = sum(int(np.count_nonzero(ids >= 0)) for ids in m.kf_point_ids)
+    assert n_ids == len(alive_obs)
+    assert np.all(m.alive[m.obs_pt[alive_obs]])
+    pairs = m.obs_kf[alive_obs] * m.num_points_total + m.obs_pt[alive_obs]
+    assert len(np.unique(pairs)) == len(pairs)  # a point at most once per keyframe
+    covis = m.covisibility(m.num_keyframes - 1)
+    assert covis[m.num_keyframes - 1] == np.count_nonzero(m.kf_point_ids[m.num_keyframes - 1] >= 0)
+
+
+def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
+    system, results = slam_run("forward_walk")
+    scene = Scene()
+    info = system.to_scene(scene)
+    m = system.map
+    assert info["images"] == m.num_keyframes == len(scene.images)
+    assert all(im.registered for im in scene.images.values())
+    points = scene.points
+    points.validate()
+    assert len(points) == info["points"] > 0
+    index = points.index_of()
+    for pid, i in index.items():
+        image_ids, kp_idx = points.track(i)
+        assert len(image_ids) >= 2
+        for image_id, kp in zip(image_ids, kp_idx):
+            assert scene.images[int(image_id)].point3d_ids[kp] == pid
+    for im in scene.images.values():
+        ids = im.point3d_ids[im.point3d_ids >= 0]
+        assert all(int(p) in index for p in ids)
+    # Observations are kept up to the pose gate times their pyramid level's scale (ORB-SLAM's per-level sigma).
+    assert np.all(np.isfinite(points.xyz)) and np.median(points.error) < 1.0
+    assert points.error.max() <= POSE_GATE_PX * 1.2 ** 7
+    traj = scene.trajectories["slam"]
+    tracked = [r for r in results if r.cam_from_world is not None]
+    assert len(traj) == len(tracked) + 1  # + the initialisation's reference frame
+    assert np.all(np.diff(traj.timestamps) > 0)
+    assert set(np.round(traj.timestamps, 9)) >= {round(r.timestamp, 9) for r in tracked}
+    # A keyframe's exported pose is its trajectory pose.
+    kf0 = scene.images[info["first_image_id"]]
+    i = int(np.flatnonzero(np.isclose(traj.timestamps, m.kf_timestamp[0]))[0])
+    assert np.allclose(traj.pose(i).inverse().matrix(), kf0.cam_from_world.matrix(), atol=1e-9)
+    # Appending a second export keeps the first one's points and ids.
+    before = len(scene.points)
+    system.to_scene(scene)
+    scene.points.validate()
+    assert len(scene.points) == 2 * before
+
+
+def test_reset_clears_everything():
+    timestamps, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    for img, ts in zip(frames[:25], timestamps[:25]):
+        system.step(img, ts)
+    assert system.map.num_keyframes > 0
+    system.reset()
+    assert system.state == TrackingState.INIT and system.initialized_at_frame is None
+    assert system.map.num_keyframes == 0 and system.map.num_points_total == 0
+    assert system.frame_poses() == []
+    scene = Scene()
+    system.to_scene(scene)
+    assert len(scene.images) == 0 and len(scene.points) == 0 and "slam" not in scene.trajectories
+    r = system.step(frames[0], 0.0)
+    assert r.frame_index == 0 and r.state == TrackingState.INIT
+
+
+# --- bad input ----------------------------------------------------------------------------------------
+
+def test_blank_and_featureless_frames_do_not_crash():
+    timestamps, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    blank = np.zeros((480, 640, 3), np.uint8)
+    gray = np.full((480, 640), 128, np.uint8)
+    r = system.step(blank, 0.0)
+    assert r.state == TrackingState.INIT and r.cam_from_world is None and "features" in r.reason
+    assert system.step(gray, 0.01).state == TrackingState.INIT
+    r = system.step(np.full((480, 640), np.nan), 0.02)
+    assert r.state == TrackingState.INIT and r.reason
+    r = system.step(np.zeros((240, 320, 3), np.uint8), 0.03)
+    assert r.state == TrackingState.INIT and "320x240" in r.reason
+    # Initialise, then a blank frame: LOST with a reason, the map is kept, and tracking comes back.
+    for img, ts in zip(frames[:30], timestamps[:30]):
+        r = system.step(img, ts + 1.0)
+    assert r.state == TrackingState.OK
+    keyframes = system.map.num_keyframes
+    r = system.step(blank, 2.0)
+    assert r.state == TrackingState.LOST and r.cam_from_world is None and r.reason
+    assert system.map.num_keyframes == keyframes
+    r = system.step(gray, 2.01)
+    assert r.state == TrackingState.LOST
+    r = system.step(frames[30], 2.02)
+    assert r.state == TrackingState.RELOCALIZED and r.cam_from_world is not None
+    r = system.step(frames[31], 2.03)
+    assert r.state == TrackingState.OK
+
+
+def test_run_reports_progress_and_stops_when_asked():
+    from scene.io.sources_base import Frame as SourceFrame
+    from scene.model import FrameRef
+    from scene.progress import RecordingProgress
+
+    timestamps, _, frames = rendered("forward_walk")
+
+    class Source:  # the FrameSource interface run() uses: len() and iteration
+        def __len__(self):
+            return 40
+
+        def __iter__(self):
+            for i in range(40):
+                yield SourceFrame(i, float(timestamps[i]), f"f{i:03d}", frames[i], FrameRef("mem", i, float(timestamps[i])))
+
+    system = System(demo_camera())
+    progress = RecordingProgress(stop_after=30)
+    summary = system.run(Source(), progress)
+    assert summary.stopped and summary.frames == 30 and len(progress.reports) == 30
+    assert progress.reports[-1][:3] == ("slam", 30, 40)
+    assert summary.initialized_at_frame is not None and summary.tracked == 30 - summary.initialized_at_frame
+    scene = Scene()
+    system.to_scene(scene)
+    assert all(im.source is not None and im.source.path == "mem" for im in scene.images.values())
