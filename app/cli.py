@@ -34,6 +34,16 @@ def _parser() -> argparse.ArgumentParser:
     convert.add_argument("--name", help="which point cloud / trajectory to export")
     convert.add_argument("--calib", help="intrinsics file for video/image inputs")
 
+    slam = sub.add_parser("slam", help="monocular SLAM over a video, image folder or TUM/KITTI/EuRoC sequence")
+    slam.add_argument("source")
+    slam.add_argument("-o", "--output", required=True, help="project folder to write (NAME.parallax)")
+    slam.add_argument("--calib", help="intrinsics file (KITTI calib.txt, YAML/JSON, COLMAP cameras.txt)")
+    slam.add_argument("--max-frames", type=int, help="process only the first N frames")
+    slam.add_argument("--no-loop-closure", action="store_true",
+                      help="disable loop closure (loop closure is not implemented yet: accepted for scripts)")
+    slam.add_argument("--trajectory", help="write the tracked frames' poses as TUM (world_from_cam)")
+    slam.add_argument("--stats", help="write run statistics as JSON")
+
     ev = sub.add_parser("eval", help="ATE/RPE of an estimated trajectory against ground truth")
     ev.add_argument("estimate")
     ev.add_argument("ground_truth")
@@ -54,7 +64,7 @@ def main(argv=None) -> int:
         if args.command in (None, "gui", "demo"):
             from app.gui import run_gui
             return run_gui(path=getattr(args, "path", None), demo=args.command == "demo")
-        handler = {"info": cmd_info, "convert": cmd_convert, "eval": cmd_eval}[args.command]
+        handler = {"info": cmd_info, "convert": cmd_convert, "eval": cmd_eval, "slam": cmd_slam}[args.command]
         return handler(args)
     except ParallaxError as exc:
         print(f"parallax: error: {exc}", file=sys.stderr)
@@ -127,6 +137,17 @@ def cmd_convert(args) -> int:
     written = export_scene(scene, out, fmt, name=args.name)
     progress.close()
     print(f"wrote {fmt}: {written}")
+    return 0
+
+
+def cmd_slam(args) -> int:
+    from app.slam_run import run_slam_command
+
+    stats = run_slam_command(args.source, args.output, calib=args.calib, max_frames=args.max_frames,
+                             trajectory=args.trajectory, stats_path=args.stats, progress=_progress())
+    print(f"tracked {stats['tracked']}/{stats['frames']} frames, {stats['keyframes']} keyframes, "
+          f"{stats['map_points']} map points, tracking {stats['tracking_ms_median']:.1f} ms median; "
+          f"wrote {args.output}")
     return 0
 
 

@@ -1,0 +1,80 @@
+"""`parallax slam`: run the SLAM core over a source and write a project, a TUM trajectory and statistics.
+
+Plain code (no Qt): the CLI calls it; the GUI has its own stepping worker.
+"""
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import numpy as np
+
+from scene.errors import ParallaxError
+
+
+class _FirstFrames:
+    """The first ``limit`` frames of a FrameSource, with the length System.run reports against."""
+
+    def __init__(self, source, limit: int):
+        self._source, self._limit = source, limit
+
+    def __len__(self) -> int:
+        return min(len(self._source), self._limit)
+
+    def __iter__(self):
+        return itertools.islice(iter(self._source), self._limit)
+
+
+def slam_statistics(summary, system) -> dict:
+    """The JSON `--stats` of issue 3 (times in ms, total in s)."""
+    times = np.asarray(summary.tracking_ms, dtype=np.float64)
+    return {
+        "frames": summary.frames,
+        "tracked": summary.tracked,
+        "initialized_at_frame": summary.initialized_at_frame,
+        "keyframes": summary.keyframes,
+        "map_points": summary.map_points,
+        "loop_closures": 0,  # loop closure is not implemented yet
+        "tracking_ms_median": float(np.median(times)) if len(times) else 0.0,
+        "tracking_ms_p95": float(np.percentile(times, 95)) if len(times) else 0.0,
+        "total_s": summary.total_s,
+        "stopped": summary.stopped,
+    }
+
+
+def run_slam_command(source_path, output, calib=None, max_frames=None, trajectory=None, stats_path=None,
+                     progress=None) -> dict:
+    from scene.atomic import atomic_write_text
+    from scene.io.calibration import resolve_intrinsics
+    from scene.io.sources import open_source
+    from scene.io.trajectory_io import read_trajectory, write_trajectory
+    from scene.model import Scene
+    from scene.project import save_project
+    from slam.system import System
+
+    if max_frames is not None and max_frames < 2:
+        raise ParallaxError(f"--max-frames must be at least 2, got {max_frames}")
+    source = open_source(Path(source_path))
+    camera = resolve_intrinsics(source, calib_path=calib)
+    frames = _FirstFrames(source, max_frames) if max_frames else source
+    system = System(camera)
+    summary = system.run(frames, progress=progress)
+    if summary.initialized_at_frame is None:
+        raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames (not enough "
+                            "camera motion or texture); nothing was written")
+
+    scene = Scene()
+    scene.add_source({"path": str(source_path), "layout": source.layout, "frames": len(source),
+                      "width": source.size[0], "height": source.size[1]})
+    gt_path = source.ground_truth_path()
+    if gt_path is not None:
+        scene.set_trajectory("ground_truth", read_trajectory(gt_path))
+    system.to_scene(scene)
+    save_project(scene, output)
+    if trajectory:
+        write_trajectory(trajectory, scene.trajectories["slam"], "tum")
+    stats = slam_statistics(summary, system)
+    if stats_path:
+        atomic_write_text(stats_path, json.dumps(stats, indent=2))
+    return stats
