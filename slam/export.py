@@ -35,16 +35,29 @@ def to_scene(system, scene) -> dict:
     new_id[point_idx] = first_id + np.arange(len(point_idx))
 
     image_id0 = scene.next_image_id()
-    images = []
+    # A keyframe whose frame is already in the scene as a bare image (opened, never registered) becomes
+    # that image, so the frame list is not duplicated; anything else gets a new image id.
+    bare = {(im.source.path, im.source.frame_index): im.image_id for im in scene.images.values()
+            if im.source is not None and not im.registered and len(im.keypoints) == 0}
+    kf_image_id = np.empty(m.num_keyframes, np.int64)
+    images, next_id = [], image_id0
+    for k in range(m.num_keyframes):
+        ref = m.kf_refs[k]
+        source = ref if isinstance(ref, FrameRef) else None
+        existing = bare.pop((source.path, source.frame_index), None) if source is not None else None
+        kf_image_id[k] = existing if existing is not None else next_id
+        next_id += existing is None
     for k in range(m.num_keyframes):
         ids = m.kf_point_ids[k]
         pid = np.where(ids >= 0, new_id[np.maximum(ids, 0)], -1)
         ref = m.kf_refs[k]
-        source = ref if isinstance(ref, FrameRef) else None
-        images.append(Image(image_id0 + k, m.kf_names[k], camera.camera_id, m.kf_pose(k), m.kf_xy[k].copy(), pid,
-                            source))
+        image_id = int(kf_image_id[k])
+        name = scene.images[image_id].name if image_id in scene.images else m.kf_names[k]
+        # keypoints are in the SLAM camera's pixels, so the image takes that camera
+        images.append(Image(image_id, name, camera.camera_id, m.kf_pose(k), m.kf_xy[k].copy(), pid,
+                            ref if isinstance(ref, FrameRef) else None))
     if images:
-        scene.add_images(images)
+        scene.add_images(images)  # replaces the bare images it matched
 
     # Tracks: alive observations of kept points, grouped by point.
     sel = m.obs_alive & keep[m.obs_pt]
@@ -65,7 +78,7 @@ def to_scene(system, scene) -> dict:
             err[s] = np.linalg.norm(uv - m.kf_xy[k][obs_kp[s]], axis=1)
         errors = np.bincount(slot[obs_pt], weights=err, minlength=len(point_idx)) / np.maximum(lengths, 1)
     new_points = Points3D(new_id[point_idx], m.xyz[point_idx].copy(), m.rgb[point_idx].copy(), errors, ptr,
-                          image_id0 + obs_kf, obs_kp)
+                          kf_image_id[obs_kf], obs_kp)
     old = scene.points
     merged = Points3D(np.concatenate((old.ids, new_points.ids)), np.vstack((old.xyz, new_points.xyz)),
                       np.vstack((old.rgb, new_points.rgb)), np.concatenate((old.error, new_points.error)),
@@ -81,4 +94,5 @@ def to_scene(system, scene) -> dict:
         trajectory = Trajectory.from_poses([ts for ts, _ in poses], [p.inverse() for _, p in poses])
         scene.set_trajectory(TRAJECTORY_NAME, trajectory)
     return {"images": len(images), "points": int(len(new_points)), "trajectory_poses": len(poses),
-            "first_image_id": image_id0, "camera_id": camera.camera_id}
+            "first_image_id": int(kf_image_id[0]) if len(kf_image_id) else image_id0,
+            "keyframe_image_ids": kf_image_id.tolist(), "camera_id": camera.camera_id}

@@ -277,3 +277,28 @@ def test_run_reports_progress_and_stops_when_asked():
     scene = Scene()
     system.to_scene(scene)
     assert all(im.source is not None and im.source.path == "mem" for im in scene.images.values())
+
+
+def test_to_scene_registers_the_opened_frames_instead_of_duplicating_them():
+    from scene.model import FrameRef, Image
+
+    timestamps, _, frames = rendered("forward_walk")
+    camera = demo_camera()
+    scene = Scene()
+    scene.add_camera(camera)
+    refs = [FrameRef(f"/frames/{i:06d}.png", None, float(ts)) for i, ts in enumerate(timestamps)]
+    scene.add_images([Image(i + 1, f"{i:06d}.png", camera.camera_id, source=ref) for i, ref in enumerate(refs)])
+    system = System(camera)
+    for img, ts, ref in zip(frames[:40], timestamps[:40], refs[:40]):
+        system.step(img, ts, ref=ref)
+    info = system.to_scene(scene)
+    assert len(scene.images) == len(frames)  # no duplicates
+    registered = scene.registered_images()
+    assert len(registered) == system.map.num_keyframes == info["images"]
+    assert sorted(im.image_id for im in registered) == sorted(info["keyframe_image_ids"])
+    scene.points.validate()
+    index = scene.points.index_of()
+    for pid, i in index.items():
+        image_ids, kp_idx = scene.points.track(i)
+        for image_id, kp in zip(image_ids, kp_idx):
+            assert scene.images[int(image_id)].point3d_ids[kp] == pid
