@@ -1,6 +1,7 @@
 """Write a SLAM system's result into the shared scene.
 
-- keyframes -> scene ``Image``s (new ids) with ``cam_from_world``, keypoints and ``point3d_ids``;
+- keyframes -> scene ``Image``s with ``cam_from_world``, keypoints and ``point3d_ids``: the frame's own image
+  when the scene holds it bare (opened, not registered, no keypoints), otherwise a new image id;
 - alive map points observed at least twice -> scene ``Points3D`` appended after the scene's existing points
   (new ids), with CSR tracks (image id, keypoint index), colours sampled at the first keyframe that saw them,
   and the mean reprojection error;
