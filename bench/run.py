@@ -1,8 +1,9 @@
 """`make bench`: Parallax against the reference tools in one run; writes BENCHMARKS.md.
 
 Foundation benchmarks: COLMAP model I/O against pycolmap, trajectory metrics against evo,
-project save/load, and the demo-scene renderer. Every number is the median of --runs runs;
-ratios compare timings taken in the same run on the same machine.
+project save/load, the demo-scene renderer, and the SLAM benchmark (bench/slam_bench.py: Parallax SLAM
+against the OpenCV VO baseline and pycolmap; `--only slam` reruns just that section). Every number is the
+median of --runs runs; ratios compare timings taken in the same run on the same machine.
 """
 from __future__ import annotations
 
@@ -212,7 +213,8 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
-def write_report(path: Path, sections: dict[str, list[dict]], notes: list[str], runs: int) -> None:
+def write_report(path: Path, sections: dict[str, list[dict]], notes: list[str], runs: int,
+                 extra: list[str] | None = None) -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["# Benchmarks", "",
              f"Written by `make bench` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit or '?'}) on "
@@ -225,35 +227,78 @@ def write_report(path: Path, sections: dict[str, list[dict]], notes: list[str], 
             ratio = "—" if r["reference_s"] is None else f"{r['parallax_s'] / r['reference_s']:.2f}×"
             lines.append(f"| {r['what']} | {r['parallax_s']:.4f} | {ref} | {r['reference']} | {ratio} |")
         lines.append("")
+    lines += extra or []
     if notes:
         lines += ["## Agreement with the reference tools", ""] + [f"- {n}" for n in notes] + [""]
     path.write_text("\n".join(lines), encoding="utf-8")
+
+
+SLAM_TITLE = "## SLAM (issue 3 §4)"
+
+
+def bench_slam(runs: int, work: Path, pycolmap_max_frames: int | None) -> list[str]:
+    from bench.slam_bench import default_sequences, markdown_section, run_all
+
+    print("  rendering / loading the sequences ...", flush=True)
+    sequences = default_sequences()
+    rows = run_all(runs, work / "slam", sequences, pycolmap_runs=1, pycolmap_max_frames=pycolmap_max_frames,
+                   log=lambda m: print(m, flush=True))
+    return markdown_section(rows, runs, 1)
+
+
+def replace_section(path: Path, title: str, section: list[str]) -> None:
+    """Put ``section`` (starting with ``title``) into an existing report in place of the old one, keeping the
+    rest; appended before the agreement notes when the report has no such section yet."""
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else ["# Benchmarks", ""]
+    if title in lines:
+        start = lines.index(title)
+        end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))
+        lines[start:end] = section
+    else:
+        notes = "## Agreement with the reference tools"
+        at = lines.index(notes) if notes in lines else len(lines)
+        lines[at:at] = section
+    path.write_text("\n".join(lines).rstrip("\n") + "\n", encoding="utf-8")
 
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    parser.add_argument("--only", choices=["foundation", "slam"], default=None,
+                        help="run one group; --only slam rewrites just the SLAM section of --out")
+    parser.add_argument("--pycolmap-frames", type=int, default=60,
+                        help="frames per sequence given to pycolmap (offline and slow on 2 cores); 0 = all")
     args = parser.parse_args(argv)
     sections: dict[str, list[dict]] = {}
     notes: list[str] = []
+    slam_lines: list[str] = []
+    pycolmap_frames = args.pycolmap_frames or None
     with tempfile.TemporaryDirectory(prefix="parallax-bench-") as tmp:
         work = Path(tmp)
-        print("COLMAP I/O ...", flush=True)
-        sections["COLMAP model I/O (vs pycolmap)"] = bench_colmap_io(args.runs, work)
-        print("trajectory metrics ...", flush=True)
-        rows, agreement = bench_metrics(args.runs)
-        sections["Trajectory metrics (vs evo)"] = rows
-        notes.append(f"ATE RMSE |Parallax − evo| = {agreement['ate_rmse_abs_diff']:.2e}; "
-                     f"RPE RMSE |Parallax − evo| = {agreement['rpe_rmse_abs_diff']:.2e}")
-        print("project files ...", flush=True)
-        sections["Project files"] = bench_project(args.runs, work)
-        print("demo renderer ...", flush=True)
-        sections["Demo scene"] = bench_demo_render(args.runs)
-        print("features ...", flush=True)
-        sections["Features and matching (SLAM/SfM kernels)"] = bench_features(args.runs)
-    write_report(Path(args.out), sections, notes, args.runs)
-    print(Path(args.out).read_text())
+        if args.only in (None, "foundation"):
+            print("COLMAP I/O ...", flush=True)
+            sections["COLMAP model I/O (vs pycolmap)"] = bench_colmap_io(args.runs, work)
+            print("trajectory metrics ...", flush=True)
+            rows, agreement = bench_metrics(args.runs)
+            sections["Trajectory metrics (vs evo)"] = rows
+            notes.append(f"ATE RMSE |Parallax − evo| = {agreement['ate_rmse_abs_diff']:.2e}; "
+                         f"RPE RMSE |Parallax − evo| = {agreement['rpe_rmse_abs_diff']:.2e}")
+            print("project files ...", flush=True)
+            sections["Project files"] = bench_project(args.runs, work)
+            print("demo renderer ...", flush=True)
+            sections["Demo scene"] = bench_demo_render(args.runs)
+            print("features ...", flush=True)
+            sections["Features and matching (SLAM/SfM kernels)"] = bench_features(args.runs)
+        if args.only in (None, "slam"):
+            print("SLAM ...", flush=True)
+            slam_lines = bench_slam(args.runs, work, pycolmap_frames)
+    out = Path(args.out)
+    if args.only == "slam":
+        replace_section(out, SLAM_TITLE, slam_lines)
+    else:
+        write_report(out, sections, notes, args.runs, extra=slam_lines)
+    print(out.read_text())
     return 0
 
 

@@ -1,0 +1,92 @@
+"""Smoke tests of the SLAM benchmark (bench/slam_bench.py, bench/vo_baseline.py, bench/run.py --only slam).
+
+Frames are rendered in memory from the demo room (640 x 480), so nothing is written to the demo cache.
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+from assets import camera_path, demo_camera, render_frame
+from bench.run import SLAM_TITLE, replace_section
+from bench.slam_bench import RESULT_KEYS, Sequence, bench_method, markdown_section
+from bench.vo_baseline import run_vo
+from scene.model import Trajectory
+
+
+@functools.lru_cache(maxsize=None)
+def _orbit30():
+    # The first 30 frames of the benchmark's 120-frame orbit (a whole turn in 20 frames would be 18 deg/frame).
+    timestamps, poses = camera_path("orbit", 120, 30.0)
+    camera = demo_camera(640, 480)
+    images = [render_frame(p, camera)[0] for p in poses[:30]]
+    return timestamps[:30], poses[:30], images, camera
+
+
+def orbit(frames: int):
+    timestamps, poses, images, camera = _orbit30()
+    return timestamps[:frames], poses[:frames], images[:frames], camera
+
+
+def test_vo_baseline_gives_one_pose_per_frame():
+    timestamps, poses, images, camera = orbit(20)
+    result = run_vo(images, camera, timestamps)
+    assert len(result.cam_from_world) == 20 and len(result.timings_ms) == 20
+    assert np.array_equal(result.timestamps, timestamps)
+    first = result.cam_from_world[0]
+    assert np.allclose(first.quat_wxyz, [1, 0, 0, 0]) and np.allclose(first.translation, 0)
+    assert result.tracked == 20, result.failures
+    # Unit translation per step: consecutive camera centres are exactly 1 apart.
+    centres = np.array([p.inverse().translation for p in result.cam_from_world])
+    assert np.allclose(np.linalg.norm(np.diff(centres, axis=0), axis=1), 1.0, atol=1e-9)
+
+
+def test_vo_baseline_survives_blank_frames():
+    _, _, images, camera = orbit(20)
+    black = np.zeros_like(images[0])
+    result = run_vo([images[0], black, black, images[1]], camera)
+    assert len(result.cam_from_world) == 4
+    assert result.cam_from_world[1] is None and result.cam_from_world[2] is None
+    assert result.cam_from_world[3] is not None  # matched against frame 0, the last frame with a pose
+
+
+def test_slam_bench_returns_the_documented_keys(tmp_path):
+    timestamps, poses, images, camera = orbit(30)
+    gt = Trajectory.from_poses(timestamps, poses)
+    seq = Sequence("orbit30", images, np.asarray(timestamps), camera, gt, tmp_path, [f"{i}.png" for i in range(30)])
+    rows = [bench_method("parallax_slam", seq, runs=2), bench_method("opencv_vo", seq, runs=1)]
+    for row in rows:
+        assert tuple(row) == RESULT_KEYS
+        assert row["frames"] == 30 and 0 <= row["tracked"] <= 30
+        assert row["total_s"] > 0 and row["frame_ms_median"] > 0
+    slam, vo = rows
+    assert slam["deterministic"] is True          # Step mode is deterministic: two runs, same poses
+    assert slam["init_frame"] is not None and slam["init_frame"] < 30
+    assert slam["ate_pct"] is not None and np.isfinite(slam["ate_pct"])
+    assert vo["tracked"] == 30 and vo["deterministic"] is None
+    lines = markdown_section(rows, runs=2, pycolmap_runs=1)
+    assert lines[0] == SLAM_TITLE and sum(line.startswith("| orbit30 |") for line in lines) == 2
+
+
+def test_bench_method_rejects_unknown_methods(tmp_path):
+    _, _, images, camera = orbit(20)
+    seq = Sequence("x", images[:2], np.arange(2.0), camera, None, tmp_path, ["a", "b"])
+    with pytest.raises(ValueError):
+        bench_method("orb_slam3", seq)
+    with pytest.raises(ValueError):
+        bench_method("pycolmap", seq, work=None)
+
+
+def test_only_slam_replaces_just_its_section(tmp_path):
+    report = tmp_path / "BENCHMARKS.md"
+    report.write_text("# Benchmarks\n\n## Demo scene\n\nrow\n\n" + SLAM_TITLE + "\n\nold\n\n"
+                      "## Agreement with the reference tools\n\n- note\n")
+    replace_section(report, SLAM_TITLE, [SLAM_TITLE, "", "new", ""])
+    text = report.read_text()
+    assert "old" not in text and "new" in text and "## Demo scene\n\nrow" in text and "- note" in text
+    fresh = tmp_path / "fresh.md"
+    fresh.write_text("# Benchmarks\n\n## Agreement with the reference tools\n\n- note\n")
+    replace_section(fresh, SLAM_TITLE, [SLAM_TITLE, "", "new", ""])
+    assert fresh.read_text().index("new") < fresh.read_text().index("## Agreement")
