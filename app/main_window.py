@@ -205,6 +205,8 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_reset_camera = a("&Reset Camera", self.view.reset_camera, "Home", "reset",
                                   "Reset the 3D camera to the default viewpoint")
         self.act_about = a("&About Parallax", self.about, None, None, "About Parallax")
+        self.act_slam = a("&SLAM", self.show_slam_panel, "Ctrl+L", "SP_MediaPlay",
+                          "Run live SLAM over the scene's frames")
         self.act_cancel = a("Cancel", self.cancel_task, "Esc", "stop", "Cancel the running task")
         self.act_cancel.setEnabled(False)
 
@@ -236,6 +238,8 @@ class MainWindow(QtWidgets.QMainWindow):
         view_menu.addSeparator()
         view_menu.addAction(self.act_fit)
         view_menu.addAction(self.act_reset_camera)
+        view_menu.addSeparator()
+        view_menu.addAction(self.act_slam)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.act_about)
@@ -263,6 +267,8 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addSeparator()
         tb.addAction(self.act_fit)
         tb.addAction(self.act_reset_camera)
+        tb.addSeparator()
+        tb.addAction(self.act_slam)
         self.main_toolbar = tb
         self.view_menu.insertAction(self.view_menu.actions()[3], tb.toggleViewAction())
 
@@ -376,6 +382,19 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_cancel.setEnabled(False)
         self.act_cancel.setText("Cancelling…")
         self.stage_label.setText("Cancelling…")
+
+    def show_slam_panel(self):
+        """Show the SLAM dock (created on first use, tabbed with the Frames dock) and return its panel."""
+        if getattr(self, "slam_dock", None) is None:
+            from .slam_panel import SlamPanel
+
+            self.slam_panel = SlamPanel(self)
+            self.slam_dock = self._dock("SLAM", "slamDock", self.slam_panel,
+                                        QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+            self.tabifyDockWidget(self.frames_dock, self.slam_dock)
+        self.slam_dock.show()
+        self.slam_dock.raise_()
+        return self.slam_panel
 
     # --- messages -----------------------------------------------------------------------
     def show_error(self, title: str, message: str,
@@ -561,6 +580,8 @@ class MainWindow(QtWidgets.QMainWindow):
             event.ignore()
             self.statusBar().showMessage("Still stopping the running task; close again in a moment", 5000)
             return
+        if getattr(self, "slam_panel", None) is not None:
+            self.slam_panel.shutdown()  # its worker thread must end before the window goes
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.document.close()
         self.log_view.detach()

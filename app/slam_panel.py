@@ -1,0 +1,490 @@
+"""The SLAM tab: controls, the current frame with its features, live numbers, a plot, and the live map in the 3D view.
+
+The panel only draws ``SlamSnapshot`` objects from ``app/slam_worker.SlamWorker``; it never runs a SLAM step.
+The live map is drawn by ``SlamOverlay`` as extra items in the main 3D view: map points, keyframe frusta, the
+current camera and the trajectory. With a "ground_truth" trajectory in the scene the worker aligns the
+estimate to it (Sim(3), geometry.metrics.ate), so the live map sits on the ground truth the view draws in green.
+When the results are written into the scene (end of the source, or Finish) the overlay is cleared: the scene's
+own "slam" trajectory, keyframe images and points take over.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Optional
+
+import numpy as np
+import pyqtgraph as pg
+import pyqtgraph.opengl as gl
+from PyQt6 import QtCore, QtGui, QtWidgets
+
+from . import style
+from . import view_geometry as vg
+from .slam_worker import SlamSnapshot, SlamWorker
+
+log = logging.getLogger(__name__)
+
+KP_COLORS = {  # keypoint status -> colour (slam.system KP_NEW / KP_TRACKED / KP_OUTLIER)
+    1: (64, 214, 96),    # tracked: green
+    0: (240, 200, 40),   # new: yellow
+    2: (240, 70, 70),    # outlier: red
+}
+STATE_COLORS = {"OK": "#40d660", "INIT": "#f0b429", "LOST": "#ff6b6b", "RELOCALIZED": "#3d8fd6", "": "#8a8f98"}
+MAP_POINT_RGBA = (0.25, 0.9, 0.95, 1.0)  # cyan: distinct from the reference cloud's colours
+KEYFRAME_RGBA = style.TRAJECTORY_PALETTE[1]
+TRAJECTORY_RGBA = style.TRAJECTORY_PALETTE[0]  # the colour the scene's "slam" trajectory gets
+CURRENT_RGBA = (1.0, 1.0, 1.0, 1.0)
+GROUND_TRUTH = "ground_truth"
+
+
+def _overlay_gl_options() -> dict:
+    # Drawn over the scene without depth test: the live map must stay visible inside a dense cloud.
+    from OpenGL import GL
+
+    return {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: True, GL.GL_CULL_FACE: False,
+            "glBlendFunc": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)}
+
+
+class SlamOverlay:
+    """Live SLAM items added to a SceneView's GLViewWidget (GUI thread)."""
+
+    def __init__(self, view):
+        self.view = view
+        self._items: dict[str, gl.GLGraphicsItem.GLGraphicsItem] = {}
+        self._own_rotation: Optional[np.ndarray] = None  # used when the view has no up-alignment
+        self._fitted = False
+
+    def _rotation(self, snap: SlamSnapshot) -> np.ndarray:
+        view_rot = getattr(self.view, "_view_from_world", None)
+        if view_rot is not None:
+            return view_rot
+        if self._own_rotation is None and len(snap.keyframe_rot) >= 2:
+            self._own_rotation = vg.view_from_world_rotation(snap.keyframe_rot)
+        return self._own_rotation if self._own_rotation is not None else np.eye(3)
+
+    def _set(self, name: str, factory, **data) -> None:
+        item = self._items.get(name)
+        if item is None:
+            item = factory(**data)
+            item.setGLOptions(_overlay_gl_options())
+            item.setDepthValue(10)  # after the scene's items
+            self.view.gl.addItem(item)
+            self._items[name] = item
+        else:
+            item.setData(**data)
+        item.setVisible(True)
+
+    def _hide(self, name: str) -> None:
+        if name in self._items:
+            self._items[name].setVisible(False)
+
+    def update(self, snap: SlamSnapshot) -> None:
+        rot = self._rotation(snap)
+        parts = [(snap.points_xyz, True), (snap.trajectory, False), (snap.keyframe_centers, False)]
+        bounds = vg.robust_bounds(parts)
+        if bounds is None:
+            self.clear()
+            return
+        diag = float(np.linalg.norm(bounds[1] - bounds[0]))
+        size = max(diag * 0.02, 1e-3)
+        if len(snap.points_xyz):
+            self._set("points", lambda **d: gl.GLScatterPlotItem(pxMode=True, **d),
+                      pos=(snap.points_xyz @ rot.T).astype(np.float32), color=MAP_POINT_RGBA, size=3.0)
+        else:
+            self._hide("points")
+        line = lambda **d: gl.GLLinePlotItem(antialias=True, **d)  # noqa: E731
+        if len(snap.trajectory) >= 2:
+            self._set("trajectory", line, pos=(snap.trajectory @ rot.T).astype(np.float32), color=TRAJECTORY_RGBA,
+                      width=2.5, mode="line_strip")
+        else:
+            self._hide("trajectory")
+        camera = self.view.snapshot.cameras.get(1) if self.view.snapshot is not None else None
+        shape = (vg.frustum_corners_cam(*camera.focal_xy, *camera.principal_point, camera.width, camera.height, 1.0)
+                 if camera is not None else vg.frustum_corners_cam(1.0, 1.0, 0.6667, 0.5, 4, 3, 1.0))
+        if len(snap.keyframe_rot):
+            seg = vg.frustum_segments(np.einsum("ij,njk->nik", rot, snap.keyframe_rot), snap.keyframe_centers @ rot.T,
+                                      shape * size)
+            self._set("keyframes", line, pos=seg.astype(np.float32), color=KEYFRAME_RGBA, width=1.2, mode="lines")
+        else:
+            self._hide("keyframes")
+        if snap.current_rot is not None:
+            seg = vg.frustum_segments((rot @ snap.current_rot)[None], (snap.current_center @ rot.T)[None],
+                                      shape * size * 2.0)
+            self._set("current", line, pos=seg.astype(np.float32), color=CURRENT_RGBA, width=2.5, mode="lines")
+        else:
+            self._hide("current")
+        if not self._fitted and not snap.aligned_to_gt and getattr(self.view, "_view_from_world", None) is None \
+                and len(snap.keyframe_rot) >= 3:
+            self._fit(bounds, rot)
+        self.view.gl.update()
+
+    def _fit(self, bounds, rot) -> None:
+        """Frame the live map once when the scene itself gives the view nothing to fit (no poses, no GT)."""
+        self._fitted = True
+        lo, hi = bounds
+        corners = np.array([[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])])
+        lo, hi = (corners @ rot.T).min(axis=0), (corners @ rot.T).max(axis=0)
+        radius = max(float(np.linalg.norm(hi - lo)) / 2.0, 1e-3)
+        self.view.gl.setCameraPosition(pos=QtGui.QVector3D(*((lo + hi) / 2.0).astype(float)), distance=radius * 2.6)
+
+    def clear(self) -> None:
+        for item in self._items.values():
+            self.view.gl.removeItem(item)
+        self._items.clear()
+        self._own_rotation = None
+        self._fitted = False
+        self.view.gl.update()
+
+    def item_names(self) -> list[str]:
+        return [name for name, item in self._items.items() if item.visible()]
+
+
+class SlamPanel(QtWidgets.QWidget):
+    """The SLAM dock's widget. ``window`` is the MainWindow (its document, scene and 3D view)."""
+
+    snapshot_applied = QtCore.pyqtSignal(object)  # SlamSnapshot, after the widgets show it (tests)
+    results_written = QtCore.pyqtSignal(dict)
+
+    def __init__(self, window, parent: Optional[QtWidgets.QWidget] = None):
+        super().__init__(parent)
+        self.window = window
+        self.worker: Optional[SlamWorker] = None
+        self.snapshot: Optional[SlamSnapshot] = None
+        self.overlay = SlamOverlay(window.view)
+        self._build()
+        window.document.about_to_load.connect(self.shutdown)  # a new scene voids the run
+        window.document.loaded.connect(self._update_source)
+        self._update_source()
+
+    # --- construction ---------------------------------------------------------------------
+    def _button(self, text: str, icon: str, tip: str, slot) -> QtWidgets.QToolButton:
+        from .main_window import _icon
+
+        b = QtWidgets.QToolButton(self)
+        b.setText(text)
+        b.setIcon(_icon(self, icon))
+        b.setToolTip(tip)
+        b.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+        b.setAutoRaise(False)
+        b.clicked.connect(lambda _c=False: slot())
+        return b
+
+    def _build(self) -> None:
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(6, 6, 6, 6)
+        layout.setSpacing(6)
+
+        self.source_label = QtWidgets.QLabel(self)
+        self.source_label.setStyleSheet("color:#aeb3bb")
+        self.source_label.setWordWrap(True)
+        layout.addWidget(self.source_label)
+
+        controls = QtWidgets.QHBoxLayout()
+        controls.setSpacing(4)
+        self.play_button = self._button("Play", "SP_MediaPlay", "Run SLAM over the frames (Space)", self.toggle_play)
+        self.step_button = self._button("Step", "SP_MediaSeekForward", "Process exactly one frame", self.step)
+        self.reset_button = self._button("Reset", "SP_MediaSkipBackward", "Forget the map and start again",
+                                         self.reset)
+        self.finish_button = self._button("Finish", "SP_MediaStop",
+                                          "Stop here and write the map and trajectory into the scene", self.finish)
+        for b in (self.play_button, self.step_button, self.reset_button, self.finish_button):
+            controls.addWidget(b)
+        controls.addStretch(1)
+        self.speed_box = QtWidgets.QComboBox(self)
+        self.speed_box.addItems(["As fast as possible", "Real time"])
+        self.speed_box.setToolTip("Playback speed: every frame as soon as the previous one is done, "
+                                  "or paced by the frame timestamps")
+        self.speed_box.currentIndexChanged.connect(self._speed_changed)
+        controls.addWidget(self.speed_box)
+        layout.addLayout(controls)
+        self.hide_clouds_box = QtWidgets.QCheckBox("Hide point clouds while the SLAM tab is active", self)
+        self.hide_clouds_box.setChecked(True)
+        self.hide_clouds_box.setToolTip("Dense clouds (such as the demo's reference cloud) hide the live map and "
+                                        "make every redraw slow; the SLAM map points are always drawn")
+        self.hide_clouds_box.toggled.connect(lambda _on: self._apply_cloud_visibility())
+        layout.addWidget(self.hide_clouds_box)
+        self._hidden_clouds: list[str] = []
+
+        seek = QtWidgets.QHBoxLayout()
+        self.slider = QtWidgets.QSlider(QtCore.Qt.Orientation.Horizontal, self)
+        self.slider.setRange(0, 0)
+        self.slider.setToolTip("Frame. While paused, drag to seek: forward processes the frames in between, "
+                               "backward resets the map and replays from the first frame.")
+        self.slider.sliderReleased.connect(lambda: self.seek(self.slider.value()))
+        self.slider.valueChanged.connect(self._slider_moved)
+        self.frame_label = QtWidgets.QLabel("– / –", self)
+        self.frame_label.setMinimumWidth(90)
+        self.frame_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        seek.addWidget(self.slider, 1)
+        seek.addWidget(self.frame_label)
+        layout.addLayout(seek)
+
+        # The current frame with its keypoints.
+        self.image_view = pg.PlotWidget(self)
+        self.image_view.setBackground(style.qcolor(style.VIEW_BACKGROUND))
+        plot = self.image_view.getPlotItem()
+        plot.hideAxis("left")
+        plot.hideAxis("bottom")
+        plot.setMenuEnabled(False)
+        plot.hideButtons()
+        plot.setMouseEnabled(False, False)
+        plot.vb.setAspectLocked(True)
+        plot.vb.invertY(True)
+        plot.vb.setDefaultPadding(0.0)
+        self.image_item = pg.ImageItem(axisOrder="row-major")
+        plot.addItem(self.image_item)
+        self.kp_items = {}
+        for status, rgb in KP_COLORS.items():
+            item = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*rgb, 230), pxMode=True)
+            plot.addItem(item)
+            self.kp_items[status] = item
+        self.image_view.setMinimumHeight(240)
+        layout.addWidget(self.image_view, 3)
+        legend = QtWidgets.QLabel(
+            "<span style='color:#40d660'>●</span> tracked &nbsp; <span style='color:#f0c828'>●</span> new &nbsp; "
+            "<span style='color:#f04646'>●</span> outlier", self)
+        legend.setStyleSheet("color:#aeb3bb")
+        layout.addWidget(legend)
+
+        # Live numbers.
+        grid = QtWidgets.QGridLayout()
+        grid.setHorizontalSpacing(14)
+        grid.setVerticalSpacing(2)
+        self.values: dict[str, QtWidgets.QLabel] = {}
+        fields = [("state", "State"), ("track_ms", "Tracking"), ("fps", "Speed"), ("tracked", "Tracked points"),
+                  ("keyframes", "Keyframes"), ("map_points", "Map points"), ("ate", "ATE (Sim(3))"),
+                  ("loops", "Loop closures")]
+        for i, (key, title) in enumerate(fields):
+            name = QtWidgets.QLabel(title, self)
+            name.setStyleSheet("color:#8a8f98")
+            value = QtWidgets.QLabel("–", self)
+            value.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
+            value.setStyleSheet("font-weight:600")
+            self.values[key] = value
+            grid.addWidget(name, i // 2, (i % 2) * 2)
+            grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
+        self.values["loops"].setToolTip("Loop closure is not part of this SLAM version yet")
+        grid.setColumnStretch(1, 1)
+        grid.setColumnStretch(3, 1)
+        layout.addLayout(grid)
+        self.reason_label = QtWidgets.QLabel("", self)
+        self.reason_label.setWordWrap(True)
+        self.reason_label.setStyleSheet("color:#f0b429")
+        layout.addWidget(self.reason_label)
+
+        # Tracked points (left axis) and ATE (right axis) per frame.
+        self.plot = pg.PlotWidget(self)
+        self.plot.setBackground(style.qcolor(style.VIEW_BACKGROUND))
+        p = self.plot.getPlotItem()
+        p.setMenuEnabled(False)
+        p.showGrid(x=True, y=True, alpha=0.15)
+        p.setLabel("left", "tracked points", color="#6cb2f0")
+        p.setLabel("bottom", "frame")
+        p.setMouseEnabled(False, False)
+        self.tracked_curve = p.plot(pen=pg.mkPen("#6cb2f0", width=1.5))
+        self.ate_box = pg.ViewBox()
+        p.showAxis("right")
+        p.scene().addItem(self.ate_box)
+        p.getAxis("right").linkToView(self.ate_box)
+        p.getAxis("right").setLabel("ATE", color="#40d660")
+        self.ate_box.setXLink(p)
+        self.ate_curve = pg.PlotCurveItem(pen=pg.mkPen("#40d660", width=1.5))
+        self.ate_box.addItem(self.ate_curve)
+        p.vb.sigResized.connect(lambda: self.ate_box.setGeometry(p.vb.sceneBoundingRect()))
+        self.plot.setMinimumHeight(150)
+        layout.addWidget(self.plot, 2)
+
+        QtGui.QShortcut(QtGui.QKeySequence("Space"), self, self.toggle_play,
+                        context=QtCore.Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        self._set_running(False)
+
+    # --- the source -----------------------------------------------------------------------
+    def source(self):
+        """(path, camera, ground truth trajectory or None) of the scene's current source, or None."""
+        scene = self.window.scene
+        if not scene.sources or not scene.cameras:
+            return None
+        src = scene.sources[-1]
+        cameras = list(scene.cameras.values())
+        camera = next((c for c in cameras if (c.width, c.height) == (src.get("width"), src.get("height"))),
+                      cameras[0])
+        gt = scene.trajectories.get(GROUND_TRUTH)
+        return Path(src["path"]), camera, gt
+
+    def _update_source(self) -> None:
+        src = self.source()
+        if src is None:
+            self.source_label.setText("No frame source: open a video or an image sequence first.")
+        else:
+            path, camera, gt = src
+            frames = self.window.scene.sources[-1].get("frames")
+            self.source_label.setText(f"<b>{path.name}</b> · {frames} frames · {camera.model} {camera.width}×"
+                                      f"{camera.height}" + (" · ground truth" if gt is not None else ""))
+            if frames:
+                with QtCore.QSignalBlocker(self.slider):
+                    self.slider.setRange(0, int(frames) - 1)
+        for b in (self.play_button, self.step_button, self.reset_button, self.finish_button):
+            b.setEnabled(src is not None)
+        if src is not None:
+            self._ensure_worker()  # opens the source and warms the SLAM kernels up before the first Play
+
+    def _apply_cloud_visibility(self) -> None:
+        view = self.window.view
+        hide = self.hide_clouds_box.isChecked() and self.worker is not None
+        if hide:
+            snap = view.snapshot
+            for name in (snap.clouds if snap is not None else {}):
+                if view.is_visible("cloud", name) and name not in self._hidden_clouds:
+                    view.set_visible("cloud", name, False)
+                    self._hidden_clouds.append(name)
+        else:
+            for name in self._hidden_clouds:
+                view.set_visible("cloud", name, True)
+            self._hidden_clouds = []
+
+    # --- commands -------------------------------------------------------------------------
+    def _ensure_worker(self) -> Optional[SlamWorker]:
+        if self.worker is not None:
+            return self.worker
+        src = self.source()
+        if src is None:
+            self.window.show_error("SLAM", "Open a video or an image sequence first.")
+            return None
+        path, camera, gt = src
+        worker = SlamWorker(path, camera, self.window.scene, gt, parent=self)
+        worker.realtime = self.speed_box.currentIndex() == 1
+        worker.snapshot_ready.connect(self._on_snapshot)
+        worker.results_written.connect(self._on_results)
+        worker.failed.connect(lambda message: self.window.show_error("SLAM failed", message))
+        self.worker = worker
+        worker.start()
+        self._apply_cloud_visibility()
+        return worker
+
+    def play(self) -> None:
+        worker = self._ensure_worker()
+        if worker is not None:
+            worker.play()
+            self._set_running(True)
+
+    def pause(self) -> None:
+        if self.worker is not None:
+            self.worker.pause()
+
+    def toggle_play(self) -> None:
+        if self.snapshot is not None and self.snapshot.running or self.play_button.text() == "Pause":
+            self.pause()
+        else:
+            self.play()
+
+    def step(self) -> None:
+        worker = self._ensure_worker()
+        if worker is not None:
+            worker.step_once()
+
+    def seek(self, index: int) -> None:
+        worker = self._ensure_worker()
+        if worker is not None:
+            worker.seek(index)
+            self._set_running(True)
+
+    def reset(self) -> None:
+        if self.worker is not None:
+            self.worker.reset()
+        self.overlay.clear()
+
+    def finish(self) -> None:
+        if self.worker is not None:
+            self.worker.finish()
+
+    def _speed_changed(self, index: int) -> None:
+        if self.worker is not None:
+            self.worker.set_realtime(index == 1)
+
+    def _slider_moved(self, value: int) -> None:
+        total = self.slider.maximum() + 1
+        self.frame_label.setText(f"{value + 1} / {total}")
+        if not self.slider.isSliderDown() and self.slider.isEnabled():  # keyboard / click on the groove
+            self.seek(value)
+
+    def shutdown(self) -> None:
+        """End the worker thread (the scene is about to change, or the window closes)."""
+        worker, self.worker = self.worker, None
+        if worker is not None:
+            worker.snapshot_ready.disconnect()
+            worker.quit_worker()
+            worker.wait()
+            worker.deleteLater()
+        self.snapshot = None
+        self.overlay.clear()
+        self._apply_cloud_visibility()
+        self._set_running(False)
+
+    # --- drawing --------------------------------------------------------------------------
+    def _set_running(self, running: bool) -> None:
+        from .main_window import _icon
+
+        self.play_button.setText("Pause" if running else "Play")
+        self.play_button.setIcon(_icon(self, "SP_MediaPause" if running else "SP_MediaPlay"))
+        self.step_button.setEnabled(not running and self.source() is not None)
+        self.slider.setEnabled(not running)
+        self.slider.setToolTip("Pause to seek" if running else
+                               "Frame. While paused, drag to seek: forward processes the frames in between, "
+                               "backward resets the map and replays from the first frame.")
+
+    def _on_snapshot(self, snap: SlamSnapshot) -> None:
+        self.snapshot = snap
+        self._set_running(snap.running)
+        if snap.finished:
+            self.play_button.setEnabled(False)
+            self.step_button.setEnabled(False)
+        else:
+            self.play_button.setEnabled(True)
+        with QtCore.QSignalBlocker(self.slider):
+            self.slider.setRange(0, max(snap.total_frames - 1, 0))
+            self.slider.setValue(max(snap.frame_index, 0))
+        self.frame_label.setText(f"{snap.frame_index + 1} / {snap.total_frames}")
+
+        if snap.image_rgb is not None:
+            self.image_item.setImage(snap.image_rgb, autoLevels=False, levels=(0, 255))
+            w, h = snap.image_size
+            self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
+            self.image_view.getPlotItem().vb.setRange(xRange=(0, w), yRange=(0, h), padding=0)
+        else:
+            self.image_item.clear()
+        for status, item in self.kp_items.items():
+            xy = snap.keypoints_xy[snap.keypoint_status == status] if len(snap.keypoints_xy) else np.zeros((0, 2))
+            item.setData(pos=xy)
+
+        v = self.values
+        color = STATE_COLORS.get(snap.state, "#dcdfe4")
+        v["state"].setText(f"<span style='color:{color}'>{snap.state or '—'}</span>"
+                           + (" · finished" if snap.finished else ""))
+        v["track_ms"].setText(f"{snap.track_ms:.1f} ms" if snap.frame_index >= 0 else "–")
+        v["fps"].setText(f"{snap.fps:.1f} fps" if snap.fps > 0 else "–")
+        v["tracked"].setText(f"{snap.num_tracked:,}")
+        v["keyframes"].setText(f"{snap.keyframes:,}")
+        v["map_points"].setText(f"{snap.map_points:,}")
+        v["ate"].setText(f"{snap.ate_rmse[-1]:.3f} (scale {snap.ate_scale:.2f})" if len(snap.ate_rmse)
+                         and snap.ate_scale is not None else ("no ground truth" if self.source() is None
+                                                              or self.source()[2] is None else "–"))
+        v["loops"].setText(f"{snap.loop_closures} (not implemented)")
+        self.reason_label.setText(snap.reason)
+        self.reason_label.setVisible(bool(snap.reason))
+
+        self.tracked_curve.setData(snap.history_frames, snap.history_tracked)
+        self.ate_curve.setData(snap.ate_frames, snap.ate_rmse)
+        if len(snap.ate_rmse):
+            self.ate_box.setYRange(0, float(np.max(snap.ate_rmse)) * 1.1 + 1e-9, padding=0)
+        if snap.finished:
+            self.overlay.clear()
+        else:
+            self.overlay.update(snap)
+        self.snapshot_applied.emit(snap)
+
+    def _on_results(self, summary: dict) -> None:
+        self.overlay.clear()
+        self.window.statusBar().showMessage(
+            f"SLAM: {summary['images']} keyframes, {summary['points']:,} points and the \"slam\" trajectory "
+            "were added to the scene", 8000)
+        self.results_written.emit(summary)
