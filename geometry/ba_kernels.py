@@ -29,7 +29,7 @@ LOSS_TRIVIAL, LOSS_HUBER, LOSS_CAUCHY = 0, 1, 2
 
 # --- losses -----------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def robust_rho(s, loss_type, scale):
     """rho(s) for squared residual norm s (pixels^2)."""
     if loss_type == LOSS_HUBER:
@@ -43,7 +43,7 @@ def robust_rho(s, loss_type, scale):
     return s
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def robust_weight(s, loss_type, scale):
     """rho'(s): the IRLS weight."""
     if loss_type == LOSS_HUBER:
@@ -57,7 +57,7 @@ def robust_weight(s, loss_type, scale):
 
 # --- projection with Jacobians ------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _project_full(pc0, pc1, pc2, full, out_pix, out_dpdc, out_dfull, want_jac):
     """Pixel of camera-frame point; optionally d pixel / d p_cam (2x3) and d pixel / d full (2x8).
 
@@ -112,7 +112,7 @@ def _project_full(pc0, pc1, pc2, full, out_pix, out_dpdc, out_dfull, want_jac):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def linearize(rotations, translations, points, cam_full, cam_free_map, cam_free_count, cam_free_offset,
               image_camera, pose_offset, obs_image, obs_point, obs_xy, obs_active):
     """Residuals and Jacobians of every observation.
@@ -173,7 +173,7 @@ def linearize(rotations, translations, points, cam_full, cam_free_map, cam_free_
     return res, jc, cidx, jp, valid
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def evaluate_cost(rotations, translations, points, cam_full, image_camera, obs_image, obs_point, obs_xy,
                   obs_active, loss_type, scale):
     """(robust cost 0.5 sum rho, sum of squared norms, number of active observations behind their camera)."""
@@ -204,7 +204,7 @@ def evaluate_cost(rotations, translations, points, cam_full, image_camera, obs_i
     return cost, sq, behind
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def residual_norms(rotations, translations, points, cam_full, image_camera, obs_image, obs_point, obs_xy):
     """|projected - observed| per observation; NaN behind the camera."""
     pix = np.empty(2)
@@ -226,7 +226,7 @@ def residual_norms(rotations, translations, points, cam_full, image_camera, obs_
 
 # --- normal equations and the Schur complement ------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def build_normal_equations(res, jc, cidx, jp, valid, obs_point, point_free, n_cam_vars, n_points,
                            loss_type, scale):
     """Accumulate the weighted normal equations H = J^T W J, g = J^T W r in block form.
@@ -281,7 +281,7 @@ def build_normal_equations(res, jc, cidx, jp, valid, obs_point, point_free, n_ca
     return u_mat, gc, v_blk, gp, wk, weights
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _inverse_3x3(a, out):
     """Inverse by the adjugate; False when (numerically) singular."""
     c00 = a[1, 1] * a[2, 2] - a[1, 2] * a[2, 1]
@@ -304,7 +304,7 @@ def _inverse_3x3(a, out):
     return True
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def schur_reduce(u_mat, gc, v_blk, gp, wk, cidx, point_ptr, point_obs, lam, diag_u, diag_v):
     """Eliminate the points from the damped system (H + lam D) delta = -g.
 
@@ -386,7 +386,7 @@ def schur_reduce(u_mat, gc, v_blk, gp, wk, cidx, point_ptr, point_obs, lam, diag
     return s_mat, b, v_inv, ok
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def back_substitute(delta_c, gp, wk, cidx, point_ptr, point_obs, v_inv, ok):
     """delta_p_j = -V_j^-1 (g_j + sum_a W_a^T delta_c)."""
     n_points = gp.shape[0]
@@ -413,7 +413,7 @@ def back_substitute(delta_c, gp, wk, cidx, point_ptr, point_obs, v_inv, ok):
 
 # --- SE(3) update -------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _se3_exp_into(xi, rot, trans):
     """exp((rho, omega)) as rotation and translation (lie.se3_exp in numba)."""
     w0, w1, w2 = xi[3], xi[4], xi[5]
@@ -445,7 +445,7 @@ def _se3_exp_into(xi, rot, trans):
         trans[m] = acc
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def apply_pose_updates(rotations, translations, delta_c, pose_offset):
     """cam_from_world <- exp(delta) * cam_from_world for every free pose."""
     new_r = rotations.copy()
@@ -471,7 +471,7 @@ def apply_pose_updates(rotations, translations, delta_c, pose_offset):
 
 # --- pose-only optimisation (tracking hot path) -------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _pose_only_round(rot, trans, points, obs_xy, active, full, loss_type, scale, max_iterations):
     """Levenberg-Marquardt on one pose with a robust loss over the active correspondences."""
     n = points.shape[0]
@@ -574,7 +574,7 @@ def _pose_only_round(rot, trans, points, obs_xy, active, full, loss_type, scale,
     return rot, trans, iterations
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def pose_only_optimize(rot, trans, points, obs_xy, full, loss_type, scale, max_iterations, inlier_threshold,
                        rounds):
     """ORB-SLAM-style rounds: optimise on the current inliers, reclassify every correspondence.

@@ -63,7 +63,7 @@ def pinhole_camera(camera: Camera) -> Camera:
 
 # --- kernels --------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distort_one(x, y, k1, k2, p1, p2):
     r2 = x * x + y * y
     radial = k1 * r2 + k2 * r2 * r2
@@ -72,7 +72,7 @@ def _distort_one(x, y, k1, k2, p1, p2):
     return xd, yd
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distort_kernel(xy, dist):
     out = np.empty_like(xy)
     k1, k2, p1, p2 = dist[0], dist[1], dist[2], dist[3]
@@ -81,7 +81,7 @@ def _distort_kernel(xy, dist):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _undistort_kernel(xy_distorted, dist, tolerance, max_iterations):
     """Newton's method on distort(x) = target with the analytic 2x2 Jacobian."""
     out = np.empty_like(xy_distorted)
@@ -120,7 +120,7 @@ def _undistort_kernel(xy_distorted, dist, tolerance, max_iterations):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _project_kernel(points_cam, pinhole, dist):
     out = np.empty((points_cam.shape[0], 2))
     fx, fy, cx, cy = pinhole[0], pinhole[1], pinhole[2], pinhole[3]

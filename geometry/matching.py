@@ -45,14 +45,14 @@ def _popcount64(typingctx, x):
     return sig, codegen
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _hamming(a, i, b, j):
     """Hamming distance between row i of a and row j of b, both (N, 4) uint64."""
     return (_popcount64(a[i, 0] ^ b[j, 0]) + _popcount64(a[i, 1] ^ b[j, 1])
             + _popcount64(a[i, 2] ^ b[j, 2]) + _popcount64(a[i, 3] ^ b[j, 3]))
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _distance_matrix_kernel(words1, words2):
     out = np.empty((words1.shape[0], words2.shape[0]), np.int32)
     for i in range(words1.shape[0]):
@@ -61,7 +61,7 @@ def _distance_matrix_kernel(words1, words2):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _paired_distance_kernel(words1, words2):
     out = np.empty(words1.shape[0], np.int32)
     for i in range(words1.shape[0]):
@@ -94,7 +94,7 @@ def hamming_distances(desc1, desc2) -> np.ndarray:
 
 # --- brute force ------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _brute_force_kernel(words1, words2, ratio, mutual, max_distance):
     n1, n2 = words1.shape[0], words2.shape[0]
     best_j = np.full(n1, -1, np.int64)
@@ -168,7 +168,7 @@ class KeypointGrid:
     n_keypoints: int
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _grid_kernel(xy, cell_px, n_cols, n_rows):
     n = xy.shape[0]
     cell_of = np.full(n, -1, np.int64)
@@ -223,7 +223,7 @@ def build_keypoint_grid(keypoints_xy, image_size: tuple[int, int] | None = None,
 
 # --- guided search -------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _window_search_kernel(pred_xy, pred_words, pred_octaves, radii, kp_xy, kp_octaves, kp_words,
                           cell_px, n_cols, n_rows, cell_ptr, cell_items,
                           octave_below, octave_above, max_distance, ratio):

@@ -93,7 +93,7 @@ def _all_views_csr(num_points: int, num_images: int) -> tuple[np.ndarray, np.nda
 
 # --- kernels ----------------------------------------------------------------------------------
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _camera_center(P):
     # C = -R^T t
     c = np.empty(3)
@@ -102,7 +102,7 @@ def _camera_center(P):
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _to_cam(P, x):
     out = np.empty(3)
     for i in range(3):
@@ -110,7 +110,7 @@ def _to_cam(P, x):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _normalized_cost(Ps, idx, rays, start, end, x):
     c = 0.0
     for o in range(start, end):
@@ -123,7 +123,7 @@ def _normalized_cost(Ps, idx, rays, start, end, x):
     return c
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _dlt_csr_point(Ps, idx, rays, start, end):
     """Homogeneous DLT for one point, world re-centred on the observing cameras and scaled by their
     spread so the 2n x 4 system is well conditioned at any world scale."""
@@ -179,7 +179,7 @@ def _dlt_csr_point(Ps, idx, rays, start, end):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _refine_point(Ps, idx, rays, start, end, x0, max_iterations):
     """Levenberg-Marquardt on the normalized-plane reprojection error of one point."""
     x = x0.copy()
@@ -222,7 +222,7 @@ def _refine_point(Ps, idx, rays, start, end, x0, max_iterations):
     return x
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _triangulate_csr_kernel(Ps, ptr, idx, rays, refine, max_iterations):
     m = ptr.shape[0] - 1
     points = np.empty((m, 3))
@@ -254,7 +254,7 @@ def _triangulate_csr_kernel(Ps, ptr, idx, rays, refine, max_iterations):
     return points, ok
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _midpoint_kernel(P1, P2, rays1, rays2):
     n = rays1.shape[0]
     out = np.empty((n, 3))
@@ -283,7 +283,7 @@ def _midpoint_kernel(P1, P2, rays1, rays2):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _angles_kernel(centers1, centers2, points):
     n = points.shape[0]
     out = np.empty(n)
@@ -300,7 +300,7 @@ def _angles_kernel(centers1, centers2, points):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _max_angles_kernel(centers, ptr, idx, points):
     m = ptr.shape[0] - 1
     out = np.zeros(m)
@@ -321,7 +321,7 @@ def _max_angles_kernel(centers, ptr, idx, points):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _cheirality_kernel(Ps, ptr, idx, points, min_depth):
     m = ptr.shape[0] - 1
     out = np.zeros(m, dtype=np.bool_)
@@ -337,7 +337,7 @@ def _cheirality_kernel(Ps, ptr, idx, points, min_depth):
     return out
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _reprojection_kernel(Ps, ptr, idx, xy, points, image_camera_idx, pinholes, dists):
     m = ptr.shape[0] - 1
     out = np.empty(xy.shape[0])

@@ -96,7 +96,7 @@ def cull_recent_points(slam_map: SlamMap, k: int, options: MappingOptions) -> in
 
 # --- 2. triangulation ------------------------------------------------------------------------------
 
-@njit(cache=True, inline="always")
+@njit(cache=True, nogil=True, inline="always")
 def _popcount(x):
     # SWAR bit count of a uint64 (Hacker's Delight); the unsigned constants keep every step in uint64.
     x = x - ((x >> np.uint64(1)) & np.uint64(0x5555555555555555))
@@ -105,7 +105,7 @@ def _popcount(x):
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
-@njit(cache=True)
+@njit(cache=True, nogil=True)
 def _epipolar_match_kernel(rays_k, rays_j, words_k, words_j, essential, max_sq_px, focal_sq, max_distance, ratio):
     nk, nj = rays_k.shape[0], rays_j.shape[0]
     best_j = np.full(nk, -1, np.int64)
