@@ -1,0 +1,434 @@
+"""Incremental mapping as COLMAP does it, on tracks built from the view graph.
+
+Tracks: connected components (union-find) of the verified matches over (image, keypoint) nodes; an
+image seen twice in one component is ambiguous and its observations are dropped from that track.
+A 3D point is a triangulated track; ``obs_in`` says which of its observations belong to it.
+
+Loop: initial pair (many inliers, homography/essential inlier ratio below a limit, median
+triangulation angle above a limit; the limits relax step by step when no pair qualifies) ->
+next-best view (most visible 3D points, spread over the image) -> PnP RANSAC + refinement ->
+triangulation of the tracks it completes (angle, cheirality, reprojection checks) -> local BA ->
+filtering; global BA + filtering + retriangulation whenever the model has grown by ``global_ba_ratio``.
+
+Thresholds in pixels are in *detection* pixels and scaled per image by 1 / detection scale, so that a
+max image size of 1000 px on a 2832 px photo keeps the same meaning.
+
+One model only: images outside the component of the initial pair stay unregistered (with a reason).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from geometry.absolute_pose import AbsolutePoseOptions, PoseEstimationFailed, estimate_absolute_pose
+from geometry.bundle_adjustment import BAOptions, BAProblem, bundle_adjust
+from geometry.camera_models import unproject
+from geometry.triangulation import max_triangulation_angles, reprojection_errors, triangulate_multiview
+from scene.errors import ParallaxError
+from scene.progress import Cancelled
+from scene.rigid import Rigid3d, matrix_to_quat_wxyz, quat_wxyz_to_matrix
+
+STAGE = "map"
+
+
+class NoInitialPair(ParallaxError):
+    """No pair of images could start a model."""
+
+
+@dataclass(frozen=True)
+class MapperOptions:
+    init_min_num_inliers: int = 100
+    init_min_tri_angle_deg: float = 16.0
+    init_max_he_ratio: float = 0.8
+    init_max_trials: int = 5             # pairs tried per relaxation level
+    min_tri_angle_deg: float = 1.5
+    max_reproj_px: float = 4.0           # detection pixels
+    abs_pose_min_num_inliers: int = 30
+    abs_pose_min_inlier_ratio: float = 0.25
+    max_registration_trials: int = 2     # per image, reset when the model grows
+    local_ba_num_images: int = 6
+    local_ba_max_iterations: int = 25
+    global_ba_max_iterations: int = 50
+    global_ba_ratio: float = 1.2
+    loss: str = "cauchy"
+    loss_scale_px: float = 1.0           # detection pixels
+    refine_intrinsics: bool = False      # focal length and principal point in global BA (and distortion if modelled)
+    refine_distortion: bool = False
+
+
+@dataclass
+class MapperResult:
+    registered: np.ndarray               # (n,) bool
+    cams_from_world: list                # Rigid3d or None per image
+    cameras: list                        # refined intrinsics (same order as given)
+    points_xyz: np.ndarray               # (M, 3)
+    points_rgb: np.ndarray               # (M, 3) uint8
+    points_error: np.ndarray             # (M,) mean reprojection error, camera pixels
+    track_ptr: np.ndarray                # (M + 1,)
+    track_image: np.ndarray              # image index per observation
+    track_kp: np.ndarray                 # keypoint index per observation
+    initial_pair: tuple
+    reasons: list                        # per image: "" when registered, else why not
+    inliers: np.ndarray                  # (n,) PnP inliers (initial pair: two-view inliers)
+    stats: dict = field(default_factory=dict)
+
+
+def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track_ptr, obs_image, obs_kp) from verified pairs (``PairGeometry`` with .image1/.image2/.matches)."""
+    offsets = np.concatenate(([0], np.cumsum(num_keypoints))).astype(np.int64)
+    n_nodes = int(offsets[-1])
+    if not pairs or n_nodes == 0:
+        return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
+    a = np.concatenate([offsets[p.image1] + p.matches[:, 0] for p in pairs])
+    b = np.concatenate([offsets[p.image2] + p.matches[:, 1] for p in pairs])
+    graph = coo_matrix((np.ones(len(a), np.int8), (a, b)), shape=(n_nodes, n_nodes))
+    _, labels = connected_components(graph, directed=False)
+    node_image = np.repeat(np.arange(len(num_keypoints)), num_keypoints)
+    node_kp = np.arange(n_nodes) - offsets[node_image]
+    used = np.zeros(n_nodes, bool)
+    used[a] = used[b] = True
+    nodes = np.flatnonzero(used)
+    lab, img = labels[nodes], node_image[nodes]
+    # Drop an image's observations from a track where it appears more than once (ambiguous).
+    key = lab.astype(np.int64) * len(num_keypoints) + img
+    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
+    nodes, lab = nodes[cnt[inv] == 1], lab[cnt[inv] == 1]
+    _, inv, cnt = np.unique(lab, return_inverse=True, return_counts=True)
+    keep = cnt[inv] >= 2
+    nodes, lab = nodes[keep], lab[keep]
+    order = np.lexsort((node_image[nodes], lab))
+    nodes, lab = nodes[order], lab[order]
+    _, counts = np.unique(lab, return_counts=True)
+    ptr = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+    return ptr, node_image[nodes].astype(np.int64), node_kp[nodes].astype(np.int64)
+
+
+class IncrementalMapper:
+    def __init__(self, cameras, image_camera, keypoints, rgb, scales, pairs, options: MapperOptions | None = None,
+                 progress=None):
+        self.opts = options or MapperOptions()
+        self.cameras = list(cameras)
+        self.image_camera = np.asarray(image_camera, np.int64)
+        self.keypoints = keypoints
+        self.rgb = rgb
+        self.n = len(keypoints)
+        self.pairs = pairs
+        self.progress = progress
+        self.px = 1.0 / np.asarray(scales, np.float64)  # camera pixels per detection pixel, per image
+        self.track_ptr, self.obs_image, self.obs_kp = build_tracks([len(k) for k in keypoints], pairs)
+        self.T = len(self.track_ptr) - 1
+        self.obs_track = np.repeat(np.arange(self.T), np.diff(self.track_ptr))
+        self.obs_xy = np.zeros((len(self.obs_image), 2))
+        for i in range(self.n):
+            s = self.obs_image == i
+            self.obs_xy[s] = keypoints[i][self.obs_kp[s]]
+        self.obs_of_image = [np.flatnonzero(self.obs_image == i) for i in range(self.n)]
+        self._compute_rays()
+        self.R = np.repeat(np.eye(3)[None], self.n, axis=0)
+        self.t = np.zeros((self.n, 3))
+        self.registered = np.zeros(self.n, bool)
+        self.xyz = np.zeros((self.T, 3))
+        self.valid = np.zeros(self.T, bool)
+        self.obs_in = np.zeros(len(self.obs_image), bool)
+        self.anchor = -1
+        self.reasons = ["not tried"] * self.n
+        self.inliers = np.zeros(self.n, np.int64)
+        self.stats = {"local_ba": 0, "global_ba": 0, "registration_failures": 0}
+
+    # --- helpers ----------------------------------------------------------------------------
+    def _compute_rays(self):
+        self.obs_rays = np.zeros((len(self.obs_image), 3))
+        for i in range(self.n):
+            s = self.obs_image == i
+            if s.any():
+                self.obs_rays[s] = unproject(self.cameras[self.image_camera[i]], self.obs_xy[s])
+
+    def _P(self):
+        return np.concatenate((self.R, self.t[:, :, None]), axis=2)
+
+    def _check_stop(self, what: str):
+        if self.progress is not None and self.progress.should_stop():
+            raise Cancelled(f"mapping cancelled {what}")
+
+    def _report(self, msg: str):
+        if self.progress is not None:
+            self.progress.report(STAGE, int(self.registered.sum()), self.n, msg)
+
+    def _csr(self, obs: np.ndarray):
+        """obs sorted by track -> (tracks, ptr)."""
+        obs = obs[np.argsort(self.obs_track[obs], kind="stable")]
+        tracks, counts = np.unique(self.obs_track[obs], return_counts=True)
+        return obs, tracks, np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
+
+    def _errors(self, obs: np.ndarray, xyz_per_obs_track: np.ndarray) -> np.ndarray:
+        n = len(obs)
+        ptr = np.arange(n + 1, dtype=np.int64)
+        return reprojection_errors(self.cameras, self._P(), xyz_per_obs_track, self.obs_xy[obs], ptr,
+                                   self.obs_image[obs], self.image_camera)
+
+    # --- triangulation and filtering ---------------------------------------------------------
+    def triangulate(self, tracks: np.ndarray) -> int:
+        """Triangulate the given tracks that have no point yet from their registered observations."""
+        tracks = tracks[~self.valid[tracks]]
+        if len(tracks) == 0:
+            return 0
+        want = np.zeros(self.T, bool)
+        want[tracks] = True
+        obs = np.flatnonzero(want[self.obs_track] & self.registered[self.obs_image])
+        P = self._P()
+        thr = self.opts.max_reproj_px * self.px
+        for attempt in range(2):  # second pass: without the observations the first rejected
+            obs, trk, ptr = self._csr(obs)
+            keep_t = np.diff(ptr) >= 2
+            sel = np.repeat(keep_t, np.diff(ptr))
+            obs, trk, ptr = obs[sel], trk[keep_t], np.concatenate(([0], np.cumsum(np.diff(ptr)[keep_t])))
+            if len(trk) == 0:
+                return 0
+            pts, ok = triangulate_multiview(P, ptr, self.obs_image[obs], self.obs_rays[obs])
+            pts_obs = np.repeat(np.where(ok[:, None], pts, 0.0), np.diff(ptr), axis=0)
+            err = self._errors(obs, pts_obs)
+            good = (err <= thr[self.obs_image[obs]]) & np.repeat(ok, np.diff(ptr))
+            if good.all() or attempt == 1:
+                break
+            obs = obs[good]
+        angles = np.degrees(max_triangulation_angles(P, ptr, self.obs_image[obs], np.where(ok[:, None], pts, 0.0)))
+        accept = ok & (angles >= self.opts.min_tri_angle_deg) & (np.add.reduceat(good, ptr[:-1]) == np.diff(ptr))
+        self.xyz[trk[accept]] = pts[accept]
+        self.valid[trk[accept]] = True
+        self.obs_in[obs[np.repeat(accept, np.diff(ptr))]] = True
+        return int(accept.sum())
+
+    def filter_points(self, tracks: np.ndarray | None = None) -> int:
+        """Drop observations above the reprojection limit, then points with < 2 observations or too small an angle."""
+        sel = self.valid if tracks is None else np.zeros(self.T, bool)
+        if tracks is not None:
+            sel[tracks] = self.valid[tracks]
+        obs = np.flatnonzero(self.obs_in & sel[self.obs_track])
+        if len(obs) == 0:
+            return 0
+        err = self._errors(obs, self.xyz[self.obs_track[obs]])
+        bad = ~(err <= self.opts.max_reproj_px * self.px[self.obs_image[obs]])
+        self.obs_in[obs[bad]] = False
+        obs = obs[~bad]
+        obs, trk, ptr = self._csr(obs)
+        n_obs = np.diff(ptr)
+        angles = np.degrees(max_triangulation_angles(self._P(), ptr, self.obs_image[obs], self.xyz[trk]))
+        drop = np.zeros(self.T, bool)
+        drop[np.flatnonzero(sel)] = True  # points of the selection left without observations
+        drop[trk] = (n_obs < 2) | (angles < self.opts.min_tri_angle_deg)
+        drop &= sel
+        self.valid[drop] = False
+        self.obs_in[drop[self.obs_track]] = False
+        return int(bad.sum() + drop.sum())
+
+    # --- bundle adjustment --------------------------------------------------------------------
+    def bundle(self, var_images: np.ndarray, tracks: np.ndarray | None, max_iterations: int, refine: bool):
+        sel = self.valid.copy() if tracks is None else np.zeros(self.T, bool)
+        if tracks is not None:
+            sel[tracks] = self.valid[tracks]
+        obs = np.flatnonzero(self.obs_in & sel[self.obs_track] & self.registered[self.obs_image])
+        if len(obs) == 0:
+            return None
+        images = np.unique(self.obs_image[obs])
+        tracks_used = np.unique(self.obs_track[obs])
+        img_slot = np.full(self.n, -1, np.int64)
+        img_slot[images] = np.arange(len(images))
+        pt_slot = np.full(self.T, -1, np.int64)
+        pt_slot[tracks_used] = np.arange(len(tracks_used))
+        is_var = np.zeros(self.n, bool)
+        is_var[var_images] = True
+        pose_fixed = ~is_var[images] | (images == self.anchor)
+        scale = float(np.mean(self.px[images])) * self.opts.loss_scale_px
+        problem = BAProblem(self.cameras, self.image_camera[images], matrix_to_quat_wxyz_batch(self.R[images]),
+                            self.t[images], self.xyz[tracks_used], img_slot[self.obs_image[obs]],
+                            pt_slot[self.obs_track[obs]], self.obs_xy[obs], pose_fixed=pose_fixed)
+        options = BAOptions(max_iterations=max_iterations, loss=self.opts.loss, loss_scale_px=scale,
+                            refine_focal=refine, refine_principal_point=False,
+                            refine_distortion=refine and self.opts.refine_distortion)
+        result = bundle_adjust(problem, options)
+        for k, i in enumerate(images):
+            self.R[i] = quat_wxyz_to_matrix(result.quat_wxyz[k])
+            self.t[i] = result.translation[k]
+        self.xyz[tracks_used] = result.points_world
+        if refine:
+            self.cameras = list(result.cameras)
+            self._compute_rays()
+        return result
+
+    def local_ba(self, image: int):
+        obs = self.obs_of_image[image]
+        obs = obs[self.obs_in[obs]]
+        tracks = np.unique(self.obs_track[obs])
+        # Most connected registered images: those sharing the most of these points.
+        has = np.zeros(self.T, bool)
+        has[tracks] = True
+        shared = self.obs_in & has[self.obs_track]
+        counts = np.bincount(self.obs_image[shared], minlength=self.n)
+        counts[image] = 0
+        neighbours = np.argsort(-counts)[:self.opts.local_ba_num_images - 1]
+        neighbours = neighbours[counts[neighbours] > 0]
+        var = np.concatenate(([image], neighbours))
+        # Points seen by any variable image.
+        obs_var = np.flatnonzero(self.obs_in & np.isin(self.obs_image, var))
+        tracks = np.unique(self.obs_track[obs_var])
+        self.bundle(var, tracks, self.opts.local_ba_max_iterations, refine=False)
+        self.stats["local_ba"] += 1
+        self.filter_points(tracks)
+
+    def global_ba(self):
+        var = np.flatnonzero(self.registered)
+        self.bundle(var, None, self.opts.global_ba_max_iterations, refine=self.opts.refine_intrinsics)
+        self.stats["global_ba"] += 1
+        self.filter_points()
+
+    def retriangulate(self) -> int:
+        return self.triangulate(np.flatnonzero(~self.valid))
+
+    # --- initialisation and registration ----------------------------------------------------
+    def _try_initial_pair(self, pair) -> bool:
+        i, j = pair.image1, pair.image2
+        self.R[:] = np.eye(3)
+        self.t[:] = 0.0
+        self.registered[:] = False
+        self.valid[:] = False
+        self.obs_in[:] = False
+        self.R[j] = pair.cam2_from_cam1.rotation
+        self.t[j] = pair.cam2_from_cam1.translation
+        self.registered[[i, j]] = True
+        self.anchor = i
+        has_i = np.zeros(self.T, bool)
+        has_i[self.obs_track[self.obs_of_image[i]]] = True
+        both = np.unique(self.obs_track[self.obs_of_image[j]][has_i[self.obs_track[self.obs_of_image[j]]]])
+        n = self.triangulate(both)
+        if n < self.opts.abs_pose_min_num_inliers:
+            return False
+        self.bundle(np.array([i, j]), None, self.opts.global_ba_max_iterations, refine=False)
+        self.filter_points()
+        return int(self.valid.sum()) >= self.opts.abs_pose_min_num_inliers
+
+    def initialize(self):
+        o = self.opts
+        levels = [(o.init_min_num_inliers, o.init_min_tri_angle_deg, o.init_max_he_ratio)]
+        for a in (8.0, 4.0, 2.0, 1.0):
+            if a < o.init_min_tri_angle_deg:
+                levels.append((max(o.abs_pose_min_num_inliers, o.init_min_num_inliers // 2), a, o.init_max_he_ratio))
+        levels.append((o.abs_pose_min_num_inliers, o.min_tri_angle_deg, 1.0e9))
+        ranked = sorted((p for p in self.pairs if p.cam2_from_cam1 is not None), key=lambda p: -p.num_inliers)
+        tried = set()
+        for min_inl, min_angle, max_he in levels:
+            candidates = [p for p in ranked if p.num_inliers >= min_inl and p.median_angle_deg >= min_angle
+                          and p.he_ratio <= max_he and (p.image1, p.image2) not in tried]
+            for p in candidates[:o.init_max_trials]:
+                self._check_stop("while choosing the initial pair")
+                tried.add((p.image1, p.image2))
+                if self._try_initial_pair(p):
+                    return p
+        if not ranked:
+            raise NoInitialPair("no initial pair: no image pair passed geometric verification")
+        best = ranked[0]
+        raise NoInitialPair(f"no initial pair: the best pair (images {best.image1} and {best.image2}) has "
+                            f"{best.num_inliers} inliers, median triangulation angle {best.median_angle_deg:.2f} deg, "
+                            f"homography/essential inlier ratio {best.he_ratio:.2f}")
+
+    def next_images(self) -> list[int]:
+        """Unregistered images ordered by visible 3D points times their spread over a 4 x 4 grid."""
+        scores = []
+        for i in np.flatnonzero(~self.registered):
+            obs = self.obs_of_image[i]
+            obs = obs[self.valid[self.obs_track[obs]]]
+            if len(obs) < self.opts.abs_pose_min_num_inliers:
+                continue
+            cam = self.cameras[self.image_camera[i]]
+            xy = self.obs_xy[obs]
+            cells = np.unique(np.clip((xy[:, 0] * 4 / cam.width).astype(int), 0, 3) * 4
+                              + np.clip((xy[:, 1] * 4 / cam.height).astype(int), 0, 3))
+            scores.append((len(obs) * len(cells), int(i)))
+        return [i for _, i in sorted(scores, reverse=True)]
+
+    def register(self, image: int) -> bool:
+        obs = self.obs_of_image[image]
+        obs = obs[self.valid[self.obs_track[obs]]]
+        cam = self.cameras[self.image_camera[image]]
+        opts = AbsolutePoseOptions(max_error_px=self.opts.max_reproj_px * self.px[image],
+                                   min_num_inliers=self.opts.abs_pose_min_num_inliers)
+        try:
+            pose, mask, n_in = estimate_absolute_pose(cam, self.xyz[self.obs_track[obs]], self.obs_xy[obs], opts)
+        except PoseEstimationFailed as exc:
+            self.reasons[image] = str(exc)
+            return False
+        if n_in < self.opts.abs_pose_min_inlier_ratio * len(obs):
+            self.reasons[image] = f"PnP inlier ratio {n_in}/{len(obs)} below {self.opts.abs_pose_min_inlier_ratio:g}"
+            return False
+        self.R[image] = pose.rotation
+        self.t[image] = pose.translation
+        self.registered[image] = True
+        self.obs_in[obs[mask]] = True
+        self.inliers[image] = n_in
+        self.reasons[image] = ""
+        return True
+
+    def run(self) -> MapperResult:
+        if self.T == 0:
+            raise NoInitialPair("no initial pair: no tracks (no verified matches between any two images)")
+        self._check_stop("before it started")
+        init = self.initialize()
+        self.inliers[[init.image1, init.image2]] = init.num_inliers
+        self.reasons[init.image1] = self.reasons[init.image2] = ""
+        self._report(f"initial pair {init.image1}-{init.image2}: {int(self.valid.sum())} points")
+        last_global = 2
+        trials = np.zeros(self.n, np.int64)
+        while True:
+            registered_any = False
+            for i in self.next_images():
+                if trials[i] >= self.opts.max_registration_trials:
+                    continue
+                self._check_stop(f"after {int(self.registered.sum())} images")
+                if not self.register(i):
+                    trials[i] += 1
+                    self.stats["registration_failures"] += 1
+                    continue
+                registered_any = True
+                trials[:] = 0
+                self.triangulate(np.unique(self.obs_track[self.obs_of_image[i]]))
+                self.local_ba(i)
+                if self.registered.sum() >= self.opts.global_ba_ratio * last_global:
+                    self.global_ba()
+                    self.retriangulate()
+                    last_global = int(self.registered.sum())
+                self._report(f"registered image {i}: {self.inliers[i]} inliers, {int(self.valid.sum())} points")
+                break  # re-rank after every registration
+            if not registered_any:
+                break
+        self._check_stop("before the final bundle adjustment")
+        self.global_ba()
+        self.retriangulate()
+        self.global_ba()
+        for i in np.flatnonzero(~self.registered):
+            if self.reasons[i] == "not tried":
+                self.reasons[i] = "too few matches to the model's 3D points (not connected to the initial pair?)"
+        self._report(f"done: {int(self.registered.sum())} of {self.n} images, {int(self.valid.sum())} points")
+        return self._result(init)
+
+    def _result(self, init) -> MapperResult:
+        obs = np.flatnonzero(self.obs_in & self.valid[self.obs_track])
+        obs, trk, ptr = self._csr(obs)
+        err = self._errors(obs, self.xyz[self.obs_track[obs]])
+        counts = np.diff(ptr)
+        mean_err = np.add.reduceat(err, ptr[:-1]) / counts if len(trk) else np.zeros(0)
+        rgb = np.zeros((len(obs), 3))
+        for i in range(self.n):
+            s = self.obs_image[obs] == i
+            rgb[s] = self.rgb[i][self.obs_kp[obs[s]]]
+        mean_rgb = (np.add.reduceat(rgb, ptr[:-1], axis=0) / counts[:, None]) if len(trk) else np.zeros((0, 3))
+        poses = [Rigid3d.from_rotation(self.R[i], self.t[i]) if self.registered[i] else None for i in range(self.n)]
+        return MapperResult(self.registered.copy(), poses, list(self.cameras), self.xyz[trk].copy(),
+                            np.clip(np.round(mean_rgb), 0, 255).astype(np.uint8), mean_err, ptr,
+                            self.obs_image[obs].copy(), self.obs_kp[obs].copy(), (init.image1, init.image2),
+                            list(self.reasons), self.inliers.copy(), dict(self.stats))
+
+
+def matrix_to_quat_wxyz_batch(rotations: np.ndarray) -> np.ndarray:
+    return np.array([matrix_to_quat_wxyz(r) for r in rotations]).reshape(-1, 4)

@@ -1,0 +1,138 @@
+"""Pair selection (exhaustive, sequential with a window) and float-descriptor matching for SIFT.
+
+Descriptors are unit-norm float32 (RootSIFT); matching is OpenCV's brute force L2 with the two
+nearest neighbours in both directions, Lowe's ratio test and a mutual nearest-neighbour check.
+(geometry.matching is the Hamming counterpart for ORB.)
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from scene.progress import Cancelled
+
+STAGE = "match"
+
+
+@dataclass(frozen=True)
+class MatchingOptions:
+    method: str = "exhaustive"      # "exhaustive" | "sequential"
+    window: int = 10                # sequential: match each frame with the next `window` frames
+    ratio: float = 0.8              # Lowe's ratio on L2 distances
+    mutual: bool = True
+    max_distance: float = 0.7       # L2 distance between unit descriptors (COLMAP's default)
+    min_num_matches: int = 15       # pairs with fewer matches are dropped
+    exact: bool = False             # True: brute force L2 (exact, ~100x slower); False: FLANN kd-trees
+    flann_trees: int = 4
+    flann_checks: int = 64
+
+
+def exhaustive_pairs(n: int) -> list[tuple[int, int]]:
+    return [(i, j) for i in range(n) for j in range(i + 1, n)]
+
+
+def sequential_pairs(n: int, window: int) -> list[tuple[int, int]]:
+    if window < 1:
+        raise ValueError(f"sequential matching needs a window >= 1, got {window}")
+    return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + window))]
+
+
+def _best_two(matcher, query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per query row: index of nearest train row, its distance, and the second distance (inf if none)."""
+    n = len(query)
+    nn = np.full(n, -1, np.int64)
+    d1 = np.full(n, np.inf)
+    d2 = np.full(n, np.inf)
+    for row in matcher.knnMatch(query, train, k=2):
+        if not row:
+            continue
+        q = row[0].queryIdx
+        nn[q], d1[q] = row[0].trainIdx, row[0].distance
+        if len(row) > 1:
+            d2[q] = row[1].distance
+    return nn, d1, d2
+
+
+def _flann_index(desc: np.ndarray, opts: MatchingOptions):
+    # FLANN_INDEX_KDTREE = 1: randomised kd-trees, approximate nearest neighbours.
+    return cv2.flann_Index(np.ascontiguousarray(desc, np.float32), dict(algorithm=1, trees=opts.flann_trees))
+
+
+def _flann_knn(index, query: np.ndarray, k: int, opts: MatchingOptions) -> tuple[np.ndarray, np.ndarray]:
+    idx, dist_sq = index.knnSearch(np.ascontiguousarray(query, np.float32), k, params=dict(checks=opts.flann_checks))
+    # FLANN's L2 returns squared distances.
+    return idx.astype(np.int64).reshape(len(query), k), np.sqrt(np.maximum(dist_sq, 0)).reshape(len(query), k)
+
+
+def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, options: MatchingOptions | None = None,
+                      index1=None, index2=None) -> np.ndarray:
+    """(K, 2) int64 index pairs (row in desc1, row in desc2) passing ratio, distance and mutual checks.
+
+    ``index1``/``index2``: FLANN indices of desc1/desc2 built earlier (``build_index``), reused across pairs.
+    """
+    opts = options or MatchingOptions()
+    if len(desc1) < 2 or len(desc2) < 2:
+        return np.zeros((0, 2), np.int64)
+    if opts.exact:
+        matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=False)
+        nn12, d1, d2 = _best_two(matcher, desc1, desc2)
+    else:
+        index2 = index2 if index2 is not None else _flann_index(desc2, opts)
+        nn, dist = _flann_knn(index2, desc1, 2, opts)
+        nn12, d1, d2 = nn[:, 0], dist[:, 0], dist[:, 1]
+    keep = (nn12 >= 0) & (d1 <= opts.max_distance) & (d1 < opts.ratio * d2)
+    if opts.mutual and keep.any():
+        # Mutual check: only the candidates' nearest neighbour back is needed.
+        cand = np.flatnonzero(keep)
+        if opts.exact:
+            back = np.array([m[0].trainIdx for m in cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc2[nn12[cand]], desc1, k=1)])
+        else:
+            index1 = index1 if index1 is not None else _flann_index(desc1, opts)
+            back = _flann_knn(index1, desc2[nn12[cand]], 1, opts)[0][:, 0]
+        keep[cand] = back == cand
+    i = np.flatnonzero(keep)
+    return np.column_stack((i, nn12[i])).astype(np.int64)
+
+
+def build_index(desc: np.ndarray, options: MatchingOptions):
+    """A FLANN index of one image's descriptors (None for exact matching or too few descriptors)."""
+    if options.exact or len(desc) < 2:
+        return None
+    return _flann_index(desc, options)
+
+
+def match_pairs(descriptors: list, pairs, options: MatchingOptions | None = None, progress=None
+                ) -> dict[tuple[int, int], np.ndarray]:
+    """Matches for each (i, j) pair of indices into ``descriptors``; pairs below ``min_num_matches`` are left out."""
+    opts = options or MatchingOptions()
+    out: dict[tuple[int, int], np.ndarray] = {}
+    total = len(pairs)
+    indices: dict[int, object] = {}  # built once per image, dropped when no later pair needs it
+    last_use = {}
+    for k, (i, j) in enumerate(pairs):
+        last_use[i] = last_use[j] = k
+    for k, (i, j) in enumerate(pairs):
+        if progress is not None and progress.should_stop():
+            raise Cancelled(f"matching cancelled after {k} of {total} pairs")
+        for a in (i, j):
+            if a not in indices:
+                indices[a] = build_index(descriptors[a], opts)
+        m = match_descriptors(descriptors[i], descriptors[j], opts, indices[i], indices[j])
+        for a in (i, j):
+            if last_use[a] == k:
+                del indices[a]
+        if len(m) >= opts.min_num_matches:
+            out[(i, j)] = m
+        if progress is not None:
+            progress.report(STAGE, k + 1, total, f"{len(out)} pairs with >= {opts.min_num_matches} matches")
+    return out
+
+
+def select_pairs(n: int, options: MatchingOptions) -> list[tuple[int, int]]:
+    if options.method == "exhaustive":
+        return exhaustive_pairs(n)
+    if options.method == "sequential":
+        return sequential_pairs(n, options.window)
+    raise ValueError(f"unknown matcher {options.method!r}; use 'exhaustive' or 'sequential'")
