@@ -9,9 +9,8 @@ own "slam" trajectory, keyframe images and points take over.
 """
 from __future__ import annotations
 
-import time
-
 import logging
+import time
 from pathlib import Path
 from typing import Optional
 
