@@ -29,6 +29,14 @@ LOSS_TRIVIAL, LOSS_HUBER, LOSS_CAUCHY = 0, 1, 2
 
 # --- losses -----------------------------------------------------------------------------------
 
+@njit(cache=True, nogil=True, inline="always")
+def _rigid_apply(rot, trans, x0, x1, x2):
+    """rot @ (x0, x1, x2) + trans, unrolled (the one place the hot loops transform a point)."""
+    return (rot[0, 0] * x0 + rot[0, 1] * x1 + rot[0, 2] * x2 + trans[0],
+            rot[1, 0] * x0 + rot[1, 1] * x1 + rot[1, 2] * x2 + trans[1],
+            rot[2, 0] * x0 + rot[2, 1] * x1 + rot[2, 2] * x2 + trans[2])
+
+
 @njit(cache=True, nogil=True)
 def robust_rho(s, loss_type, scale):
     """rho(s) for squared residual norm s (pixels^2)."""
@@ -139,9 +147,7 @@ def linearize(rotations, translations, points, cam_full, cam_free_map, cam_free_
         c = image_camera[i]
         r = rotations[i]
         x0, x1, x2 = points[j, 0], points[j, 1], points[j, 2]
-        pc0 = r[0, 0] * x0 + r[0, 1] * x1 + r[0, 2] * x2 + translations[i, 0]
-        pc1 = r[1, 0] * x0 + r[1, 1] * x1 + r[1, 2] * x2 + translations[i, 1]
-        pc2 = r[2, 0] * x0 + r[2, 1] * x1 + r[2, 2] * x2 + translations[i, 2]
+        pc0, pc1, pc2 = _rigid_apply(r, translations[i], x0, x1, x2)
         if not _project_full(pc0, pc1, pc2, cam_full[c], pix, dpdc, dfull, True):
             continue
         valid[k] = True
@@ -190,9 +196,7 @@ def evaluate_cost(rotations, translations, points, cam_full, image_camera, obs_i
         j = obs_point[k]
         r = rotations[i]
         x0, x1, x2 = points[j, 0], points[j, 1], points[j, 2]
-        pc0 = r[0, 0] * x0 + r[0, 1] * x1 + r[0, 2] * x2 + translations[i, 0]
-        pc1 = r[1, 0] * x0 + r[1, 1] * x1 + r[1, 2] * x2 + translations[i, 1]
-        pc2 = r[2, 0] * x0 + r[2, 1] * x1 + r[2, 2] * x2 + translations[i, 2]
+        pc0, pc1, pc2 = _rigid_apply(r, translations[i], x0, x1, x2)
         if not _project_full(pc0, pc1, pc2, cam_full[image_camera[i]], pix, dpdc, dfull, False):
             behind += 1
             continue
@@ -216,9 +220,7 @@ def residual_norms(rotations, translations, points, cam_full, image_camera, obs_
         j = obs_point[k]
         r = rotations[i]
         x0, x1, x2 = points[j, 0], points[j, 1], points[j, 2]
-        pc0 = r[0, 0] * x0 + r[0, 1] * x1 + r[0, 2] * x2 + translations[i, 0]
-        pc1 = r[1, 0] * x0 + r[1, 1] * x1 + r[1, 2] * x2 + translations[i, 1]
-        pc2 = r[2, 0] * x0 + r[2, 1] * x1 + r[2, 2] * x2 + translations[i, 2]
+        pc0, pc1, pc2 = _rigid_apply(r, translations[i], x0, x1, x2)
         if _project_full(pc0, pc1, pc2, cam_full[image_camera[i]], pix, dpdc, dfull, False):
             out[k] = np.hypot(pix[0] - obs_xy[k, 0], pix[1] - obs_xy[k, 1])
     return out
@@ -498,9 +500,7 @@ def _pose_only_round(rot, trans, points, obs_xy, active, full, loss_type, scale,
                 if not use[k]:
                     continue
                 x0, x1, x2 = points[k, 0], points[k, 1], points[k, 2]
-                pc0 = rot[0, 0] * x0 + rot[0, 1] * x1 + rot[0, 2] * x2 + trans[0]
-                pc1 = rot[1, 0] * x0 + rot[1, 1] * x1 + rot[1, 2] * x2 + trans[1]
-                pc2 = rot[2, 0] * x0 + rot[2, 1] * x1 + rot[2, 2] * x2 + trans[2]
+                pc0, pc1, pc2 = _rigid_apply(rot, trans, x0, x1, x2)
                 if not _project_full(pc0, pc1, pc2, full, pix, dpdc, dfull, True):
                     use[k] = False  # behind the camera where this round starts: no usable residual
                     continue
@@ -544,9 +544,7 @@ def _pose_only_round(rot, trans, points, obs_xy, active, full, loss_type, scale,
             if not use[k]:
                 continue
             x0, x1, x2 = points[k, 0], points[k, 1], points[k, 2]
-            pc0 = new_rot[0, 0] * x0 + new_rot[0, 1] * x1 + new_rot[0, 2] * x2 + new_trans[0]
-            pc1 = new_rot[1, 0] * x0 + new_rot[1, 1] * x1 + new_rot[1, 2] * x2 + new_trans[1]
-            pc2 = new_rot[2, 0] * x0 + new_rot[2, 1] * x1 + new_rot[2, 2] * x2 + new_trans[2]
+            pc0, pc1, pc2 = _rigid_apply(new_rot, new_trans, x0, x1, x2)
             if not _project_full(pc0, pc1, pc2, full, pix, dpdc, dfull, False):
                 behind = True  # a step must not push a used point behind the camera
                 break
@@ -601,9 +599,7 @@ def pose_only_optimize(rot, trans, points, obs_xy, full, loss_type, scale, max_i
             inlier = False
             x0, x1, x2 = points[k, 0], points[k, 1], points[k, 2]
             if np.isfinite(x0) and np.isfinite(x1) and np.isfinite(x2):
-                pc0 = rot[0, 0] * x0 + rot[0, 1] * x1 + rot[0, 2] * x2 + trans[0]
-                pc1 = rot[1, 0] * x0 + rot[1, 1] * x1 + rot[1, 2] * x2 + trans[1]
-                pc2 = rot[2, 0] * x0 + rot[2, 1] * x1 + rot[2, 2] * x2 + trans[2]
+                pc0, pc1, pc2 = _rigid_apply(rot, trans, x0, x1, x2)
                 if _project_full(pc0, pc1, pc2, full, pix, dpdc, dfull, False):
                     r0 = pix[0] - obs_xy[k, 0]
                     r1 = pix[1] - obs_xy[k, 1]
