@@ -27,7 +27,7 @@ from numba import njit
 LOSS_TRIVIAL, LOSS_HUBER, LOSS_CAUCHY = 0, 1, 2
 
 
-# --- losses -----------------------------------------------------------------------------------
+# --- geometry ---------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True, inline="always")
 def _rigid_apply(rot, trans, x0, x1, x2):
@@ -36,6 +36,8 @@ def _rigid_apply(rot, trans, x0, x1, x2):
             rot[1, 0] * x0 + rot[1, 1] * x1 + rot[1, 2] * x2 + trans[1],
             rot[2, 0] * x0 + rot[2, 1] * x1 + rot[2, 2] * x2 + trans[2])
 
+
+# --- losses -----------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)
 def robust_rho(s, loss_type, scale):
