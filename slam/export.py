@@ -46,17 +46,15 @@ def to_scene(system, scene) -> dict:
         ref = m.kf_refs[k]
         source = ref if isinstance(ref, FrameRef) else None
         existing = bare.pop((source.path, source.frame_index), None) if source is not None else None
-        kf_image_id[k] = existing if existing is not None else next_id
-        next_id += existing is None
-    for k in range(m.num_keyframes):
+        if existing is None:
+            image_id, name, next_id = next_id, m.kf_names[k], next_id + 1
+        else:
+            image_id, name = existing, scene.images[existing].name
+        kf_image_id[k] = image_id
         ids = m.kf_point_ids[k]
         pid = np.where(ids >= 0, new_id[np.maximum(ids, 0)], -1)
-        ref = m.kf_refs[k]
-        image_id = int(kf_image_id[k])
-        name = scene.images[image_id].name if image_id in scene.images else m.kf_names[k]
         # keypoints are in the SLAM camera's pixels, so the image takes that camera
-        images.append(Image(image_id, name, camera.camera_id, m.kf_pose(k), m.kf_xy[k].copy(), pid,
-                            ref if isinstance(ref, FrameRef) else None))
+        images.append(Image(image_id, name, camera.camera_id, m.kf_pose(k), m.kf_xy[k].copy(), pid, source))
     if images:
         scene.add_images(images)  # replaces the bare images it matched
 
