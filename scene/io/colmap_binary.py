@@ -25,7 +25,7 @@ from ..camera import CAMERA_MODELS, MODEL_NAME_FROM_ID, Camera
 from ..errors import CorruptInput, InputNotFound
 from ..model import Image, Points3D
 from ..rigid import Rigid3d
-from .colmap_text import (SENSOR_TYPE_IDS, SENSOR_TYPE_NAMES, ParsedModel, make_camera, packed_points,
+from .colmap_text import (SENSOR_TYPE_IDS, SENSOR_TYPE_NAMES, ParsedModel, check_unique_point_ids, make_camera,
                           pose_from_values, pose_values)
 
 INVALID_POINT3D_ID = 2**64 - 1
@@ -243,9 +243,7 @@ def read_points3d_binary(path: Path) -> tuple[Points3D, "_PointWhere"]:
         raise CorruptInput(f"{path}: 3D point #{index}: point id out of range")
     if status == _NOT_FINITE:
         raise CorruptInput(f"{path}: 3D point #{index} (id {ids[index]}): NaN or infinite coordinates")
-    if len(np.unique(ids)) != n:
-        values, counts = np.unique(ids, return_counts=True)
-        raise CorruptInput(f"{path}: duplicate 3D point id {int(values[np.argmax(counts)])}")
+    check_unique_point_ids(path, ids)
     return Points3D(ids, xyz, rgb, error, ptr, image_ids, kp_idx), _PointWhere(path, ids)
 
 

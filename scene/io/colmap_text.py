@@ -228,15 +228,19 @@ def read_points3d_text(path: Path) -> tuple[Points3D, list[str]]:
     return packed_points(path, ids, xyz, rgb, error, lengths, obs), where_list
 
 
+def check_unique_point_ids(path: Path, ids: np.ndarray) -> None:
+    values, counts = np.unique(ids, return_counts=True)
+    if len(values) != len(ids):
+        raise CorruptInput(f"{path}: duplicate 3D point id {int(values[np.argmax(counts)])}")
+
+
 def packed_points(path: Path, ids, xyz, rgb, error, lengths, obs) -> Points3D:
     flat = np.asarray(obs, dtype=np.int64).reshape(-1, 2)
     if np.any(flat < 0):
         raise CorruptInput(f"{path}: negative image id or keypoint index in a track")
     ptr = np.concatenate([[0], np.cumsum(np.asarray(lengths, dtype=np.int64))]).astype(np.int64)
     id_array = np.asarray(ids, dtype=np.int64)
-    if len(np.unique(id_array)) != len(id_array):
-        dup = int(id_array[np.argmax(np.bincount(np.unique(id_array, return_inverse=True)[1]))])
-        raise CorruptInput(f"{path}: duplicate 3D point id {dup}")
+    check_unique_point_ids(path, id_array)
     return Points3D(id_array, np.asarray(xyz, dtype=np.float64).reshape(-1, 3),
                     np.asarray(rgb, dtype=np.uint8).reshape(-1, 3), np.asarray(error, dtype=np.float64),
                     ptr, flat[:, 0], flat[:, 1])
