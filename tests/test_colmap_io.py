@@ -308,3 +308,24 @@ def test_non_integer_track_entries_name_their_line(tmp_path):
     with pytest.raises(CorruptInput, match="line 1: track entry '2.5' is not an integer"):
         _parse_track_tokens(tmp_path / "points3D.txt", ["1 2.5"], [1], [1])
     assert _parse_track_tokens(tmp_path / "points3D.txt", ["1 2 3 4", ""], [1, 2], [2, 0]).tolist() == [1, 2, 3, 4]
+
+
+def test_duplicate_point_id_text(tmp_path):
+    _text_model(tmp_path)
+    first = next(line for line in (tmp_path / "points3D.txt").read_text().splitlines() if not line.startswith("#"))
+    first_id = first.split()[0]
+    _replace_line(tmp_path / "points3D.txt", lambda s: s.split()[0] != first_id,
+                  lambda s: " ".join([first_id] + s.split()[1:]) + "\n")
+    with pytest.raises(CorruptInput, match=rf"points3D\.txt: duplicate 3D point id {first_id}"):
+        read_colmap_model(tmp_path)
+
+
+def test_duplicate_point_id_binary(tmp_path):
+    write_colmap_model(make_scene(), tmp_path, binary=True)
+    path = tmp_path / "points3D.bin"
+    data = bytearray(path.read_bytes())
+    first_id, track_length = struct.unpack_from("<Q", data, 8)[0], struct.unpack_from("<Q", data, 8 + 43)[0]
+    struct.pack_into("<Q", data, 8 + 51 + 8 * track_length, first_id)  # second record takes the first's id
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptInput, match=rf"points3D\.bin: duplicate 3D point id {first_id}"):
+        read_colmap_model(tmp_path)
