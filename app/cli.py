@@ -44,6 +44,14 @@ def _parser() -> argparse.ArgumentParser:
     slam.add_argument("--trajectory", help="write the tracked frames' poses as TUM (world_from_cam)")
     slam.add_argument("--stats", help="write run statistics as JSON")
 
+    from app import nerf_output_cli, nerf_train_cli, sfm_cli  # light modules: torch loads only when a command runs
+
+    sfm_cli.configure_parser(sub)
+    nerf = sub.add_parser("nerf", help="train a NeRF, render it, export its point cloud")
+    nerf_sub = nerf.add_subparsers(dest="nerf_command", metavar="{train,render,export-pointcloud}")
+    nerf_train_cli.configure_parser(nerf_sub)
+    nerf_output_cli.configure_parser(nerf_sub)
+
     ev = sub.add_parser("eval", help="ATE/RPE of an estimated trajectory against ground truth")
     ev.add_argument("estimate")
     ev.add_argument("ground_truth")
@@ -64,7 +72,10 @@ def main(argv=None) -> int:
         if args.command in (None, "gui", "demo"):
             from app.gui import run_gui
             return run_gui(path=getattr(args, "path", None), demo=args.command == "demo")
-        handler = {"info": cmd_info, "convert": cmd_convert, "eval": cmd_eval, "slam": cmd_slam}[args.command]
+        handler = getattr(args, "handler", None)
+        if handler is None and args.command == "nerf":
+            raise ParallaxError("parallax nerf needs a subcommand: train, render or export-pointcloud")
+        handler = handler or {"info": cmd_info, "convert": cmd_convert, "eval": cmd_eval, "slam": cmd_slam}[args.command]
         return handler(args)
     except ParallaxError as exc:
         print(f"parallax: error: {exc}", file=sys.stderr)
