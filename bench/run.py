@@ -246,6 +246,13 @@ def bench_slam(runs: int, work: Path, pycolmap_max_frames: int | None) -> list[s
     return markdown_section(rows, runs, 1)
 
 
+def bench_sfm(runs: int, work: Path, only_sets) -> list[str]:
+    from bench.sfm_bench import markdown_section, run_all
+
+    rows = run_all(runs, work / "sfm", only_sets, log=lambda m: print(m, flush=True))
+    return markdown_section(rows, runs)
+
+
 def replace_section(path: Path, title: str, section: list[str]) -> None:
     """Put ``section`` (starting with ``title``) into an existing report in place of the old one, keeping the
     rest; appended before the agreement notes when the report has no such section yet."""
@@ -265,14 +272,18 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    parser.add_argument("--only", choices=["foundation", "slam"], default=None,
-                        help="run one group; --only slam rewrites just the SLAM section of --out")
+    parser.add_argument("--only", choices=["foundation", "slam", "sfm"], default=None,
+                        help="run one group; --only slam|sfm rewrites just that section of --out")
+    parser.add_argument("--sfm-sets", nargs="*", default=None,
+                        choices=["sceaux", "kermit", "sacre_coeur", "fox", "lego", "kitti"],
+                        help="SfM data sets to run (default: all)")
     parser.add_argument("--pycolmap-frames", type=int, default=60,
                         help="frames per sequence given to pycolmap (offline and slow on 2 cores); 0 = all")
     args = parser.parse_args(argv)
     sections: dict[str, list[dict]] = {}
     notes: list[str] = []
     slam_lines: list[str] = []
+    sfm_lines: list[str] = []
     pycolmap_frames = args.pycolmap_frames or None
     with tempfile.TemporaryDirectory(prefix="parallax-bench-") as tmp:
         work = Path(tmp)
@@ -293,11 +304,17 @@ def main(argv=None) -> int:
         if args.only in (None, "slam"):
             print("SLAM ...", flush=True)
             slam_lines = bench_slam(args.runs, work, pycolmap_frames)
+        if args.only in (None, "sfm"):
+            print("SfM ...", flush=True)
+            sfm_lines = bench_sfm(args.runs, work, args.sfm_sets)
     out = Path(args.out)
     if args.only == "slam":
         replace_section(out, SLAM_TITLE, slam_lines)
+    elif args.only == "sfm":
+        from bench.sfm_bench import TITLE as SFM_TITLE
+        replace_section(out, SFM_TITLE, sfm_lines)
     else:
-        write_report(out, sections, notes, args.runs, extra=slam_lines)
+        write_report(out, sections, notes, args.runs, extra=slam_lines + sfm_lines)
     print(out.read_text())
     return 0
 
