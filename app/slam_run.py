@@ -43,6 +43,13 @@ def slam_statistics(summary, system) -> dict:
     }
 
 
+def _initialisation_advice(camera, calib) -> str:
+    """What to check when initialisation keeps failing: motion and texture first, then the intrinsics."""
+    where = f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
+    return (f"not enough camera motion or texture, or wrong intrinsics {where}: {camera.describe()}; "
+            "check the calibration (--calib) matches this camera and resolution")
+
+
 def run_slam_command(source_path, output, calib=None, max_frames=None, trajectory=None, stats_path=None,
                      progress=None) -> dict:
     from scene.atomic import atomic_write_text
@@ -61,8 +68,8 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     system = System(camera)
     summary = system.run(frames, progress=progress)
     if summary.initialized_at_frame is None:
-        raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames (not enough "
-                            "camera motion or texture); nothing was written")
+        raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames: "
+                            f"{_initialisation_advice(camera, calib)}; nothing was written")
 
     scene = Scene()
     scene.add_source({"path": str(source_path), "layout": source.layout, "frames": len(source),
