@@ -207,6 +207,10 @@ class MainWindow(QtWidgets.QMainWindow):
         self.act_about = a("&About Parallax", self.about, None, None, "About Parallax")
         self.act_slam = a("&SLAM", self.show_slam_panel, "Ctrl+L", "SP_MediaPlay",
                           "Run live SLAM over the scene's frames")
+        self.act_sfm = a("Structure from &Motion", self.show_sfm_panel, "Ctrl+M", "model",
+                         "Reconstruct cameras and sparse points from a folder of images or the scene's frames")
+        self.act_nerf = a("&NeRF", self.show_nerf_panel, "Ctrl+Shift+N", "SP_DesktopIcon",
+                          "Train a NeRF on the scene's cameras, watch it learn, render and export it")
         self.act_cancel = a("Cancel", self.cancel_task, "Esc", "stop", "Cancel the running task")
         self.act_cancel.setEnabled(False)
 
@@ -240,6 +244,8 @@ class MainWindow(QtWidgets.QMainWindow):
         view_menu.addAction(self.act_reset_camera)
         view_menu.addSeparator()
         view_menu.addAction(self.act_slam)
+        view_menu.addAction(self.act_sfm)
+        view_menu.addAction(self.act_nerf)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.act_about)
@@ -269,6 +275,8 @@ class MainWindow(QtWidgets.QMainWindow):
         tb.addAction(self.act_reset_camera)
         tb.addSeparator()
         tb.addAction(self.act_slam)
+        tb.addAction(self.act_sfm)
+        tb.addAction(self.act_nerf)
         self.main_toolbar = tb
         self.view_menu.insertAction(self.view_menu.actions()[3], tb.toggleViewAction())
 
@@ -395,6 +403,31 @@ class MainWindow(QtWidgets.QMainWindow):
         self.slam_dock.show()
         self.slam_dock.raise_()
         return self.slam_panel
+
+    def show_sfm_panel(self):
+        """Show the SfM dock (created on first use, tabbed with the Frames dock) and return its panel."""
+        if getattr(self, "sfm_dock", None) is None:
+            from .sfm_panel import SfmPanel
+
+            self.sfm_panel = SfmPanel(self)
+            self.sfm_dock = self._dock("SfM", "sfmDock", self.sfm_panel, QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+            self.tabifyDockWidget(self.frames_dock, self.sfm_dock)
+        self.sfm_dock.show()
+        self.sfm_dock.raise_()
+        return self.sfm_panel
+
+    def show_nerf_panel(self):
+        """Show the NeRF dock (created on first use, tabbed with the Frames dock) and return its panel."""
+        if getattr(self, "nerf_dock", None) is None:
+            from .nerf_panel import NerfPanel
+
+            self.nerf_panel = NerfPanel(self)
+            self.nerf_dock = self._dock("NeRF", "nerfDock", self.nerf_panel,
+                                        QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+            self.tabifyDockWidget(self.frames_dock, self.nerf_dock)
+        self.nerf_dock.show()
+        self.nerf_dock.raise_()
+        return self.nerf_panel
 
     # --- messages -----------------------------------------------------------------------
     def show_error(self, title: str, message: str,
@@ -582,6 +615,10 @@ class MainWindow(QtWidgets.QMainWindow):
             return
         if getattr(self, "slam_panel", None) is not None:
             self.slam_panel.shutdown()  # its worker thread must end before the window goes
+        if getattr(self, "sfm_panel", None) is not None:
+            self.sfm_panel.shutdown()
+        if getattr(self, "nerf_panel", None) is not None:
+            self.nerf_panel.shutdown()  # stops training (checkpoint kept) and the render child
         self.settings.save_window(self.saveGeometry(), self.saveState())
         self.document.close()
         self.log_view.detach()

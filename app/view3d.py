@@ -19,6 +19,8 @@ from . import view_geometry as vg
 DEFAULT_ELEVATION = 28.0
 DEFAULT_AZIMUTH = -60.0
 MAX_TRAJECTORY_FRUSTA = 40
+POINT_COLOR_MODES = ("rgb", "error", "track_length")  # how the sparse points are coloured
+PICK_RADIUS_PX = 14.0  # a click this close to a camera centre (on screen) picks its image
 
 Key = tuple[str, str]  # (kind, name): ("points", "sparse"), ("cloud", n), ("trajectory", n), ("cameras", "registered")
 
@@ -33,10 +35,29 @@ def _rgba_array(rgb: Optional[np.ndarray], n: int) -> np.ndarray:
     return out
 
 
+def scalar_rgba(values: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """(N,) values -> (N, 4) float32 viridis colours over [lo, hi] (clipped)."""
+    import pyqtgraph as pg
+
+    t = np.clip((np.asarray(values, dtype=np.float64) - lo) / max(hi - lo, 1e-12), 0.0, 1.0)
+    t = 0.2 + 0.8 * np.where(np.isfinite(t), t, 1.0)  # viridis' darkest fifth vanishes on the dark background
+    return np.asarray(pg.colormap.get("viridis").map(t, mode="float"), dtype=np.float32).reshape(-1, 4)
+
+
+def point_color_range(points, mode: str) -> tuple[float, float]:
+    """The value range a colour mode spans: errors up to their 95th percentile, track lengths 2..p95."""
+    if mode == "error" and len(points):
+        return 0.0, max(float(np.percentile(points.error, 95)), 1e-3)
+    if mode == "track_length" and len(points):
+        return 2.0, max(float(np.percentile(points.track_lengths(), 95)), 3.0)
+    return 0.0, 1.0
+
+
 class SceneView(QtWidgets.QWidget):
     """A small view toolbar above a GLViewWidget."""
 
     point_size_changed = QtCore.pyqtSignal(float)
+    image_picked = QtCore.pyqtSignal(int)  # a registered image's camera was clicked
 
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None, point_size: float = 3.0):
         super().__init__(parent)
@@ -47,6 +68,8 @@ class SceneView(QtWidgets.QWidget):
         self._base_frustum_size: Optional[float] = None
         self._selected_image_id: Optional[int] = None
         self._point_size = float(point_size)
+        self._point_color_mode = "rgb"
+        self._press_pos: Optional[QtCore.QPointF] = None
         self.trajectory_colors: dict[str, tuple] = {}
 
         self.gl = gl.GLViewWidget(self)
@@ -159,6 +182,37 @@ class SceneView(QtWidgets.QWidget):
     def point_size(self) -> float:
         return self._point_size
 
+    def set_point_color_mode(self, mode: str) -> None:
+        """Colour the sparse points by their RGB, reprojection error or track length (viridis)."""
+        if mode not in POINT_COLOR_MODES:
+            raise ValueError(f"unknown point colour mode {mode!r}; known: {', '.join(POINT_COLOR_MODES)}")
+        if mode != self._point_color_mode:
+            self._point_color_mode = mode
+            self._redraw()
+
+    def point_color_mode(self) -> str:
+        return self._point_color_mode
+
+    def pick_image(self, x: float, y: float, radius_px: float = PICK_RADIUS_PX) -> Optional[int]:
+        """The registered image whose camera centre is drawn nearest to widget pixel (x, y), within radius_px."""
+        snap = self.snapshot
+        if snap is None or not self.is_visible("cameras", "registered"):
+            return None
+        ids = [i for i, im in snap.images.items() if im.cam_from_world is not None]
+        if not ids:
+            return None
+        centers = self._to_view(np.array([snap.images[i].cam_from_world.center() for i in ids]))
+        w, h = max(self.gl.width(), 1), max(self.gl.height(), 1)
+        mvp = self.gl.projectionMatrix((0, 0, w, h), (0, 0, w, h)) * self.gl.viewMatrix()
+        m = np.array(mvp.data(), dtype=np.float64).reshape(4, 4).T  # QMatrix4x4.data() is column-major
+        clip = np.column_stack((centers, np.ones(len(centers)))) @ m.T
+        front = clip[:, 3] > 1e-9
+        ndc = clip[:, :2] / np.where(front, clip[:, 3], 1.0)[:, None]
+        screen = np.column_stack(((ndc[:, 0] + 1.0) * 0.5 * w, (1.0 - ndc[:, 1]) * 0.5 * h))
+        dist = np.where(front, np.hypot(screen[:, 0] - x, screen[:, 1] - y), np.inf)
+        best = int(np.argmin(dist))
+        return ids[best] if dist[best] <= radius_px else None
+
     def select_image(self, image_id: Optional[int]) -> None:
         """Highlight one registered image's frustum (the frame browser's current frame)."""
         self._selected_image_id = image_id
@@ -248,8 +302,17 @@ class SceneView(QtWidgets.QWidget):
             self._drop_items(key)
             return
         pos = self._to_view(xyz).astype(np.float32)
+        color = rgb if rgb is not None and rgb.ndim == 2 and rgb.shape[1] == 4 else _rgba_array(rgb, len(pos))
         self._set_item(key, 0, lambda **d: gl.GLScatterPlotItem(pxMode=True, glOptions="opaque", **d),
-                       pos=pos, color=_rgba_array(rgb, len(pos)), size=self._point_size)
+                       pos=pos, color=color, size=self._point_size)
+
+    def _sparse_colors(self, points) -> np.ndarray:
+        """uint8 RGB, or float RGBA from the colour map for the error and track-length modes."""
+        mode = self._point_color_mode
+        if mode == "rgb":
+            return points.rgb
+        values = points.error if mode == "error" else points.track_lengths()
+        return scalar_rgba(values, *point_color_range(points, mode))
 
     def _lines(self, key: Key, index: int, pos: np.ndarray, color, width: float, mode: str) -> None:
         self._set_item(key, index, lambda **d: gl.GLLinePlotItem(glOptions="opaque", antialias=False, **d),
@@ -277,7 +340,7 @@ class SceneView(QtWidgets.QWidget):
 
         # Sparse SfM/SLAM points and named clouds.
         if len(snap.points):
-            self._scatter(("points", "sparse"), snap.points.xyz, snap.points.rgb)
+            self._scatter(("points", "sparse"), snap.points.xyz, self._sparse_colors(snap.points))
             live.add(("points", "sparse"))
         for name, cloud in snap.clouds.items():
             self._scatter(("cloud", name), cloud.xyz, cloud.rgb)
@@ -388,7 +451,19 @@ class SceneView(QtWidgets.QWidget):
         self.overlay.setText("   ·   ".join(parts))
         self.overlay.adjustSize()
 
-    def eventFilter(self, obj, event) -> bool:  # keep the hint centred on the GL surface
-        if obj is self.gl and event.type() == QtCore.QEvent.Type.Resize:
+    def eventFilter(self, obj, event) -> bool:  # keep the hint centred on the GL surface; pick cameras
+        kind = QtCore.QEvent.Type
+        if obj is self.gl and event.type() == kind.Resize:
             self.placeholder.setGeometry(0, 0, self.gl.width(), self.gl.height())
+        elif obj is self.gl and event.type() == kind.MouseButtonPress \
+                and event.button() == QtCore.Qt.MouseButton.LeftButton:
+            self._press_pos = event.position()
+        elif obj is self.gl and event.type() == kind.MouseButtonRelease and self._press_pos is not None:
+            moved = (event.position() - self._press_pos).manhattanLength()
+            self._press_pos = None
+            if moved <= 3.0:  # a click, not the end of an orbit drag
+                image_id = self.pick_image(event.position().x(), event.position().y())
+                if image_id is not None:
+                    self.select_image(image_id)
+                    self.image_picked.emit(image_id)
         return super().eventFilter(obj, event)
