@@ -61,6 +61,16 @@ class RunLayout:
         return self.base_dir(method) / "nerfstudio_models"
 
     @property
+    def stop_request(self) -> Path:
+        """Its presence asks the trainer to stop at the next step, keeping a checkpoint (as SIGTERM does)."""
+        return self.root / "stop.request"
+
+    @property
+    def train_log(self) -> Path:
+        """The trainer's stderr (nerfstudio's console output, tracebacks)."""
+        return self.root / "train.log"
+
+    @property
     def renders_dir(self) -> Path:
         return self.root / "renders"
 
