@@ -12,7 +12,6 @@ its scale. ``LoadedRun`` maps points and cameras between the scene's world and t
 """
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import re
@@ -21,15 +20,16 @@ from pathlib import Path
 
 import numpy as np
 
-from scene.errors import CorruptInput, InputNotFound, ParallaxError, SchemaTooNew
+from scene.errors import CorruptInput, InputNotFound, ParallaxError
 from scene.io.nerfstudio import opengl_world_from_cam
 from scene.rigid import Rigid3d
 
-from .layout import RUN_SCHEMA, RunLayout
+from .device import resolve_device
+from .layout import RunLayout
+from .runner import read_record as runner_read_record
 
 log = logging.getLogger(__name__)
 
-DEVICES = ("auto", "cpu", "cuda", "mps")
 _STEP = re.compile(r"step-(\d+)\.ckpt$")
 
 
@@ -70,40 +70,11 @@ class LoadedRun:
         return out
 
 
-def resolve_device(device: str = "cpu") -> str:
-    """"auto" -> cuda > mps > cpu; an explicit device must be available."""
-    import torch
-
-    if device not in DEVICES:
-        raise ParallaxError(f"unknown device {device!r}; choose one of {', '.join(DEVICES)}")
-    mps = getattr(torch.backends, "mps", None)
-    mps_ok = bool(mps is not None and mps.is_available())
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "mps" if mps_ok else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise ParallaxError("device 'cuda' was asked for, but torch sees no CUDA GPU on this machine")
-    if device == "mps" and not mps_ok:
-        raise ParallaxError("device 'mps' was asked for, but Apple's Metal backend is not available")
-    return device
-
-
 def read_record(layout: RunLayout) -> dict:
-    """run.json, checked: {} when absent; newer schema or bad JSON raise."""
+    """run.json checked by the runner's rules, or {} when the folder has none (a bare nerfstudio run)."""
     if not layout.record.is_file():
         return {}
-    try:
-        record = json.loads(layout.record.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise CorruptInput(f"{layout.record}: not readable JSON ({exc})") from exc
-    if not isinstance(record, dict):
-        raise CorruptInput(f"{layout.record}: expected a JSON object")
-    schema = record.get("schema", RUN_SCHEMA)
-    if not isinstance(schema, int) or isinstance(schema, bool):
-        raise CorruptInput(f"{layout.record}: 'schema' is {schema!r}, not an integer")
-    if schema > RUN_SCHEMA:
-        raise SchemaTooNew(f"{layout.record} was written by a newer Parallax (run schema {schema}; this version "
-                           f"reads up to {RUN_SCHEMA}). Update Parallax to use this run.")
-    return record
+    return runner_read_record(layout)
 
 
 def checkpoint_step(path: Path) -> int:
@@ -131,43 +102,6 @@ def find_run(run_dir) -> tuple[RunLayout, dict, Path, Path]:
         raise ParallaxError(f"{root}: the run has no checkpoint yet ({config_path.parent / 'nerfstudio_models'} "
                             "holds no step-*.ckpt); train longer or wait for the first save")
     return layout, record, config_path, checkpoints[-1]
-
-
-class _NoLpips:
-    """Stands in for torchmetrics' LPIPS while a model is built for inference (never called there)."""
-
-    def __new__(cls, *args, **kwargs):
-        import torch
-
-        class NoLpips(torch.nn.Module):
-            def forward(self, *inputs):
-                return torch.tensor(float("nan"))
-
-        return NoLpips()
-
-
-@contextlib.contextmanager
-def offline_lpips():
-    """Build nerfstudio models without LPIPS (its AlexNet weights would be downloaded at init).
-
-    Swaps the class in torchmetrics and in the nerfstudio model modules for the duration of the block only.
-    """
-    import sys
-
-    import torchmetrics.image.lpip  # nerfacto imports the class from here inside populate_modules
-
-    name = "LearnedPerceptualImagePatchSimilarity"
-    swapped = []
-    for module_name, module in list(sys.modules.items()):
-        if (module_name == "torchmetrics.image.lpip" or module_name.startswith("nerfstudio.models.")) and \
-                module is not None and hasattr(module, name):
-            swapped.append((module, getattr(module, name)))
-            setattr(module, name, _NoLpips)
-    try:
-        yield
-    finally:
-        for module, original in swapped:
-            setattr(module, name, original)
 
 
 def _safe_load(path: Path, device: str) -> dict:
@@ -242,7 +176,9 @@ def load_pipeline(run_dir, device: str = "cpu", checkpoint=None) -> LoadedRun:
     if not isinstance(state, dict) or "pipeline" not in state:
         raise CorruptInput(f"{ckpt}: not a nerfstudio checkpoint (no 'pipeline' state)")
     try:
-        with offline_lpips():
+        from .offline import lpips_stubbed  # imports nerfstudio models: only when loading
+
+        with lpips_stubbed():
             pipeline = config.pipeline.setup(device=device, test_mode="inference")
     except (OSError, ValueError, KeyError, AssertionError) as exc:
         raise CorruptInput(f"{layout.root}: the run's dataset or config cannot be set up "

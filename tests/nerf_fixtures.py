@@ -185,13 +185,13 @@ def _train(config) -> None:
     import torch
     from nerfstudio.utils import writer
 
-    from nerf.load import offline_lpips
+    from nerf.offline import lpips_stubbed
 
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # two spinning OpenMP threads collapse on a shared 2-core machine
     try:
         config.save_config()
-        with offline_lpips():
+        with lpips_stubbed():
             trainer = config.setup(local_rank=0, world_size=1)
             trainer.setup()
         trainer.train()
