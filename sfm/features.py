@@ -1,4 +1,9 @@
-"""SIFT features (OpenCV) with RootSIFT descriptors, a maximum image size, and a per-image disk cache.
+"""Features (OpenCV): SIFT with RootSIFT descriptors (default), or ORB / AKAZE binary descriptors for speed;
+a maximum image size and a per-image disk cache.
+
+Descriptors: SIFT -> (N, 128) float32 with unit L2 norm (matched by L2 in sfm.matching); ORB and AKAZE ->
+(N, 32) uint8, 256 bits (matched by Hamming distance with geometry.matching's numba kernels). AKAZE is
+asked for 256-bit MLDB descriptors so that both binary kinds share those kernels.
 
 Keypoints come back in the pixels of the image's camera (normally the full-resolution frame) in
 COLMAP's convention: OpenCV puts pixel centres at integers, so x_ours = (x_cv + 0.5) / scale, where
@@ -24,11 +29,13 @@ import numpy as np
 from scene.progress import Cancelled
 
 STAGE = "extract"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: binary descriptors kept as uint8
+DETECTORS = ("sift", "orb", "akaze")
 
 
 @dataclass(frozen=True)
 class FeatureOptions:
+    detector: str = "sift"              # "sift" | "orb" | "akaze"
     max_image_size: int = 1600          # longest side the detector sees; larger frames are shrunk first
     max_num_features: int = 8192
     root_sift: bool = True              # L1-normalise, square-root (Arandjelovic & Zisserman 2012)
@@ -40,7 +47,7 @@ class FeatureOptions:
 @dataclass
 class ImageFeatures:
     keypoints_xy: np.ndarray            # (N, 2) float64, camera pixels, COLMAP convention
-    descriptors: np.ndarray             # (N, 128) float32, unit L2 norm (RootSIFT or SIFT)
+    descriptors: np.ndarray             # SIFT: (N, 128) float32, unit L2 norm; ORB/AKAZE: (N, 32) uint8
     rgb: np.ndarray                     # (N, 3) uint8 colour at each keypoint
     detection_scale: float              # processed pixels per camera pixel (<= 1); 1/scale is the noise gain
     from_cache: bool = False
@@ -49,13 +56,36 @@ class ImageFeatures:
         return len(self.keypoints_xy)
 
 
+def is_binary(options: FeatureOptions) -> bool:
+    return options.detector in ("orb", "akaze")
+
+
 def _detector(options: FeatureOptions):
-    return cv2.SIFT_create(nfeatures=int(options.max_num_features), contrastThreshold=options.contrast_threshold,
-                           edgeThreshold=options.edge_threshold)
+    if options.detector == "sift":
+        return cv2.SIFT_create(nfeatures=int(options.max_num_features), contrastThreshold=options.contrast_threshold,
+                               edgeThreshold=options.edge_threshold)
+    if options.detector == "orb":
+        # FAST threshold lowered from 20: small or low-contrast frames otherwise yield few corners.
+        return cv2.ORB_create(nfeatures=int(options.max_num_features), scaleFactor=1.2, nlevels=8, fastThreshold=10)
+    if options.detector == "akaze":
+        return cv2.AKAZE_create(descriptor_type=cv2.AKAZE_DESCRIPTOR_MLDB, descriptor_size=256, threshold=0.0002)
+    raise ValueError(f"unknown feature detector {options.detector!r}; use one of {', '.join(DETECTORS)}")
+
+
+def _empty_descriptors(options: FeatureOptions) -> np.ndarray:
+    return np.zeros((0, 32), np.uint8) if is_binary(options) else np.zeros((0, 128), np.float32)
+
+
+def _strongest(kps, desc, limit: int):
+    """AKAZE has no feature budget: keep the ``limit`` strongest responses."""
+    if limit <= 0 or len(kps) <= limit:
+        return kps, desc
+    order = np.argsort([-k.response for k in kps], kind="stable")[:limit]
+    return [kps[i] for i in order], desc[order]
 
 
 def detect(image: np.ndarray, options: FeatureOptions, camera_size: Optional[tuple[int, int]] = None) -> ImageFeatures:
-    """SIFT on a uint8 BGR or gray image of any size; keypoints in pixels of a camera of ``camera_size``
+    """Features on a uint8 BGR or gray image of any size; keypoints in pixels of a camera of ``camera_size``
     (width, height; default: the image's own size)."""
     if image is None or image.size == 0:
         raise ValueError("detect: empty image")
@@ -69,14 +99,18 @@ def detect(image: np.ndarray, options: FeatureOptions, camera_size: Optional[tup
     gray = work if work.ndim == 2 else cv2.cvtColor(work, cv2.COLOR_BGR2GRAY)
     kps, desc = _detector(options).detectAndCompute(gray, None)
     if desc is None or not kps:
-        return ImageFeatures(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros((0, 3), np.uint8),
+        return ImageFeatures(np.zeros((0, 2)), _empty_descriptors(options), np.zeros((0, 3), np.uint8),
                              work.shape[1] / cam_w)
+    kps, desc = _strongest(kps, desc, int(options.max_num_features))
     xy_cv = np.array([k.pt for k in kps], dtype=np.float64)
-    desc = desc.astype(np.float32)
-    if options.root_sift:
+    if is_binary(options):
+        desc = np.ascontiguousarray(desc, np.uint8)
+    elif options.root_sift:
+        desc = desc.astype(np.float32)
         desc /= np.maximum(np.abs(desc).sum(axis=1, keepdims=True), 1e-12)
         desc = np.sqrt(desc)  # now unit L2 norm
     else:
+        desc = desc.astype(np.float32)
         desc /= np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)
     # Colours sampled at the nearest processed pixel.
     col = np.clip(np.round(xy_cv).astype(np.int64), 0, [work.shape[1] - 1, work.shape[0] - 1])
@@ -109,7 +143,9 @@ def load_cached(cache_dir, key: str) -> Optional[ImageFeatures]:
         return None
     try:
         with np.load(f) as z:
-            return ImageFeatures(z["xy"].astype(np.float64), z["desc"].astype(np.float32), z["rgb"].astype(np.uint8),
+            desc = z["desc"]
+            desc = desc if desc.dtype == np.uint8 else desc.astype(np.float32)
+            return ImageFeatures(z["xy"].astype(np.float64), desc, z["rgb"].astype(np.uint8),
                                  float(z["scale"]), from_cache=True)
     except (OSError, ValueError, KeyError):
         return None  # a torn or foreign file: detect again and overwrite it
@@ -123,9 +159,24 @@ def store_cached(cache_dir, key: str, feats: ImageFeatures) -> None:
     os.replace(tmp, folder / f"{key}.npz")  # atomic: a cancelled run never leaves a half-written entry
 
 
-def extract_all(frames, options: FeatureOptions, progress=None) -> list[ImageFeatures]:
+def _same_shape(image: np.ndarray, camera_size) -> bool:
+    """The image is its camera's frame at some scale (a camera may describe a downscaled or full-size frame)."""
+    h, w = image.shape[:2]
+    return abs(w / h - camera_size[0] / camera_size[1]) <= 0.01 * camera_size[0] / camera_size[1]
+
+
+def empty_features(options: FeatureOptions) -> ImageFeatures:
+    return ImageFeatures(np.zeros((0, 2)), _empty_descriptors(options), np.zeros((0, 3), np.uint8), 1.0)
+
+
+def extract_all(frames, options: FeatureOptions, progress=None, failures: Optional[dict] = None
+                ) -> list[ImageFeatures]:
     """Features for each item of ``frames``: (path, frame_index, camera_size, read) where ``read()`` returns
-    the decoded uint8 image (called only on a cache miss). Reports ``extract`` (done, total, 'n cached')."""
+    the decoded uint8 image (called only on a cache miss). Reports ``extract`` (done, total, 'n cached').
+
+    ``failures``: when given, an image whose ``read()`` raises ValueError/OSError (or decodes to a size
+    other than its camera's) gets no features and ``failures[index] = reason`` instead of stopping the run.
+    """
     out: list[ImageFeatures] = []
     total = len(frames)
     cached = 0
@@ -137,7 +188,18 @@ def extract_all(frames, options: FeatureOptions, progress=None) -> list[ImageFea
             key = cache_key(path, frame_index, camera_size, options)
             feats = load_cached(options.cache_dir, key)
         if feats is None:
-            feats = detect(read(), options, camera_size)
+            try:
+                image = read()
+                if failures is not None and not _same_shape(image, camera_size):
+                    raise ValueError(f"decoded as {image.shape[1]} x {image.shape[0]} px, which is not the "
+                                     f"shape of its camera ({camera_size[0]} x {camera_size[1]} px)")
+            except (ValueError, OSError) as exc:
+                if failures is None:
+                    raise
+                failures[i] = str(exc)
+                out.append(empty_features(options))
+                continue
+            feats = detect(image, options, camera_size)
             if key is not None:
                 store_cached(options.cache_dir, key, feats)
         else:

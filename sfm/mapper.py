@@ -13,7 +13,10 @@ filtering; global BA + filtering + retriangulation whenever the model has grown 
 Thresholds in pixels are in *detection* pixels and scaled per image by 1 / detection scale, so that a
 max image size of 1000 px on a 2832 px photo keeps the same meaning.
 
-One model only: images outside the component of the initial pair stay unregistered (with a reason).
+Several models, as COLMAP makes them: when no further image registers, a new model starts from the
+best initial pair among the images no model holds yet, until no pair qualifies. Each model has its own
+world frame, scale and refined intrinsics. Models with fewer than ``min_model_size`` images are dropped
+(unless none is larger); the rest come back largest first.
 """
 from __future__ import annotations
 
@@ -57,10 +60,36 @@ class MapperOptions:
     loss_scale_px: float = 1.0           # detection pixels
     refine_intrinsics: bool = False      # focal length and principal point in global BA (and distortion if modelled)
     refine_distortion: bool = False
+    multiple_models: bool = True         # False: stop after the first model
+    max_num_models: int = 50
+    min_model_size: int = 3              # registered images; smaller models are dropped unless none is larger
+
+
+@dataclass
+class ModelResult:
+    """One model: its images, poses in its own world frame, its intrinsics and its points."""
+    registered: np.ndarray               # (n,) bool: images of this model
+    cams_from_world: list                # Rigid3d or None per image
+    cameras: list                        # intrinsics refined for this model (same order as given)
+    points_xyz: np.ndarray               # (M, 3)
+    points_rgb: np.ndarray               # (M, 3) uint8
+    points_error: np.ndarray             # (M,) mean reprojection error, camera pixels
+    track_ptr: np.ndarray                # (M + 1,)
+    track_image: np.ndarray              # image index per observation
+    track_kp: np.ndarray                 # keypoint index per observation
+    initial_pair: tuple
+    track_error: np.ndarray = field(default_factory=lambda: np.zeros(0))  # reprojection error per observation
+
+    @property
+    def num_images(self) -> int:
+        return int(self.registered.sum())
 
 
 @dataclass
 class MapperResult:
+    """All kept models (``models``, largest first) and their union in the old single-model fields:
+    points of every model concatenated (``point_model`` says whose), poses from each image's model,
+    ``cameras`` and ``initial_pair`` of the largest model."""
     registered: np.ndarray               # (n,) bool
     cams_from_world: list                # Rigid3d or None per image
     cameras: list                        # refined intrinsics (same order as given)
@@ -74,6 +103,9 @@ class MapperResult:
     reasons: list                        # per image: "" when registered, else why not
     inliers: np.ndarray                  # (n,) PnP inliers (initial pair: two-view inliers)
     stats: dict = field(default_factory=dict)
+    models: list = field(default_factory=list)        # ModelResult, largest first
+    point_model: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (M,) index into models
+    image_model: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) index or -1
 
 
 def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -108,8 +140,11 @@ def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarr
 
 class IncrementalMapper:
     def __init__(self, cameras, image_camera, keypoints, rgb, scales, pairs, options: MapperOptions | None = None,
-                 progress=None):
+                 progress=None, names: list | None = None):
         self.opts = options or MapperOptions()
+        self.names = names  # image names for messages
+        # Calibrated cameras keep their intrinsics when others (EXIF, guess) are refined.
+        self._calibrated = np.array([c.intrinsics_source == "calib" for c in cameras], bool)
         self.cameras = list(cameras)
         self.image_camera = np.asarray(image_camera, np.int64)
         self.keypoints = keypoints
@@ -153,9 +188,11 @@ class IncrementalMapper:
         if self.progress is not None and self.progress.should_stop():
             raise Cancelled(f"mapping cancelled {what}")
 
-    def _report(self, msg: str):
+    def _report(self, msg: str, taken: np.ndarray | None = None, done: int | None = None):
         if self.progress is not None:
-            self.progress.report(STAGE, int(self.registered.sum()), self.n, msg)
+            if done is None:
+                done = int(self.registered.sum()) + (0 if taken is None else int((taken & ~self.registered).sum()))
+            self.progress.report(STAGE, done, self.n, msg)
 
     def _csr(self, obs: np.ndarray):
         """obs sorted by track -> (tracks, ptr)."""
@@ -244,7 +281,8 @@ class IncrementalMapper:
         scale = float(np.mean(self.px[images])) * self.opts.loss_scale_px
         problem = BAProblem(self.cameras, self.image_camera[images], matrix_to_quat_wxyz_batch(self.R[images]),
                             self.t[images], self.xyz[tracks_used], img_slot[self.obs_image[obs]],
-                            pt_slot[self.obs_track[obs]], self.obs_xy[obs], pose_fixed=pose_fixed)
+                            pt_slot[self.obs_track[obs]], self.obs_xy[obs], pose_fixed=pose_fixed,
+                            intrinsics_fixed=self._calibrated if refine else None)
         options = BAOptions(max_iterations=max_iterations, loss=self.opts.loss, loss_scale_px=scale,
                             refine_focal=refine, refine_principal_point=False,
                             refine_distortion=refine and self.opts.refine_distortion)
@@ -309,14 +347,17 @@ class IncrementalMapper:
         self.filter_points()
         return int(self.valid.sum()) >= self.opts.abs_pose_min_num_inliers
 
-    def initialize(self):
+    def initialize(self, taken: np.ndarray | None = None):
+        """The initial pair of a new model among images not in ``taken`` (relaxing the limits level by level)."""
         o = self.opts
         levels = [(o.init_min_num_inliers, o.init_min_tri_angle_deg, o.init_max_he_ratio)]
         for a in (8.0, 4.0, 2.0, 1.0):
             if a < o.init_min_tri_angle_deg:
                 levels.append((max(o.abs_pose_min_num_inliers, o.init_min_num_inliers // 2), a, o.init_max_he_ratio))
         levels.append((o.abs_pose_min_num_inliers, o.min_tri_angle_deg, 1.0e9))
-        ranked = sorted((p for p in self.pairs if p.cam2_from_cam1 is not None), key=lambda p: -p.num_inliers)
+        free = np.ones(self.n, bool) if taken is None else ~taken
+        ranked = sorted((p for p in self.pairs if p.cam2_from_cam1 is not None and free[p.image1] and free[p.image2]),
+                        key=lambda p: -p.num_inliers)
         tried = set()
         for min_inl, min_angle, max_he in levels:
             candidates = [p for p in ranked if p.num_inliers >= min_inl and p.median_angle_deg >= min_angle
@@ -329,14 +370,23 @@ class IncrementalMapper:
         if not ranked:
             raise NoInitialPair("no initial pair: no image pair passed geometric verification")
         best = ranked[0]
-        raise NoInitialPair(f"no initial pair: the best pair (images {best.image1} and {best.image2}) has "
-                            f"{best.num_inliers} inliers, median triangulation angle {best.median_angle_deg:.2f} deg, "
-                            f"homography/essential inlier ratio {best.he_ratio:.2f}")
+        why = ""
+        if best.he_ratio > o.init_max_he_ratio and best.median_angle_deg < o.min_tri_angle_deg:
+            why = (" -- the pairs are explained by a homography with almost no parallax (a camera that only "
+                   "rotated, or a single plane), so there is nothing to triangulate")
+        raise NoInitialPair(f"no initial pair: the best pair ({self._name(best.image1)} and {self._name(best.image2)}) "
+                            f"has {best.num_inliers} inliers, median triangulation angle "
+                            f"{best.median_angle_deg:.2f} deg (need {o.min_tri_angle_deg:g}), homography/essential "
+                            f"inlier ratio {best.he_ratio:.2f}{why}")
 
-    def next_images(self) -> list[int]:
+    def _name(self, image: int) -> str:
+        return self.names[image] if self.names is not None else f"image {image}"
+
+    def next_images(self, taken: np.ndarray | None = None) -> list[int]:
         """Unregistered images ordered by visible 3D points times their spread over a 4 x 4 grid."""
         scores = []
-        for i in np.flatnonzero(~self.registered):
+        free = ~self.registered if taken is None else ~(self.registered | taken)
+        for i in np.flatnonzero(free):
             obs = self.obs_of_image[i]
             obs = obs[self.valid[self.obs_track[obs]]]
             if len(obs) < self.opts.abs_pose_min_num_inliers:
@@ -370,19 +420,13 @@ class IncrementalMapper:
         self.reasons[image] = ""
         return True
 
-    def run(self) -> MapperResult:
-        if self.T == 0:
-            raise NoInitialPair("no initial pair: no tracks (no verified matches between any two images)")
-        self._check_stop("before it started")
-        init = self.initialize()
-        self.inliers[[init.image1, init.image2]] = init.num_inliers
-        self.reasons[init.image1] = self.reasons[init.image2] = ""
-        self._report(f"initial pair {init.image1}-{init.image2}: {int(self.valid.sum())} points")
+    def _grow(self, taken: np.ndarray) -> None:
+        """Register images into the current model until none more can be, then final BA and retriangulation."""
         last_global = 2
         trials = np.zeros(self.n, np.int64)
         while True:
             registered_any = False
-            for i in self.next_images():
+            for i in self.next_images(taken):
                 if trials[i] >= self.opts.max_registration_trials:
                     continue
                 self._check_stop(f"after {int(self.registered.sum())} images")
@@ -398,7 +442,8 @@ class IncrementalMapper:
                     self.global_ba()
                     self.retriangulate()
                     last_global = int(self.registered.sum())
-                self._report(f"registered image {i}: {self.inliers[i]} inliers, {int(self.valid.sum())} points")
+                self._report(f"registered image {i}: {self.inliers[i]} inliers, {int(self.valid.sum())} points",
+                             taken)
                 break  # re-rank after every registration
             if not registered_any:
                 break
@@ -406,13 +451,51 @@ class IncrementalMapper:
         self.global_ba()
         self.retriangulate()
         self.global_ba()
-        for i in np.flatnonzero(~self.registered):
-            if self.reasons[i] == "not tried":
-                self.reasons[i] = "too few matches to the model's 3D points (not connected to the initial pair?)"
-        self._report(f"done: {int(self.registered.sum())} of {self.n} images, {int(self.valid.sum())} points")
-        return self._result(init)
 
-    def _result(self, init) -> MapperResult:
+    def run(self) -> MapperResult:
+        if self.T == 0:
+            raise NoInitialPair("no initial pair: no tracks (no verified matches between any two images)")
+        self._check_stop("before it started")
+        initial_cameras = list(self.cameras)
+        taken = np.zeros(self.n, bool)
+        models: list[ModelResult] = []
+        while True:
+            if models:
+                if self.cameras != initial_cameras:  # a new model starts from the given intrinsics
+                    self.cameras = list(initial_cameras)
+                    self._compute_rays()
+                try:
+                    init = self.initialize(taken)
+                except NoInitialPair:
+                    break
+            else:
+                init = self.initialize(taken)
+            self.inliers[[init.image1, init.image2]] = init.num_inliers
+            self.reasons[init.image1] = self.reasons[init.image2] = ""
+            self._report(f"model {len(models) + 1}: initial pair {init.image1}-{init.image2}: "
+                         f"{int(self.valid.sum())} points", taken)
+            self._grow(taken)
+            models.append(self._model(init))
+            taken |= self.registered
+            if not self.opts.multiple_models or len(models) >= self.opts.max_num_models or (~taken).sum() < 2:
+                break
+        models.sort(key=lambda m: -m.num_images)
+        kept = [m for m in models if m.num_images >= self.opts.min_model_size] or models[:1]
+        for m in models[len(kept):]:
+            for i in np.flatnonzero(m.registered):
+                self.reasons[i] = (f"its model had only {m.num_images} images (models under "
+                                   f"{self.opts.min_model_size} images are dropped)")
+                self.inliers[i] = 0
+        for i in range(self.n):
+            if self.reasons[i] == "not tried":
+                self.reasons[i] = "too few matches to any model's 3D points (not connected to an initial pair?)"
+        self.stats["models_started"] = len(models)
+        result = _combine(kept, self.n, self.reasons, self.inliers, self.stats)
+        self._report(f"done: {int(result.registered.sum())} of {self.n} images in {len(kept)} model(s), "
+                     f"{len(result.points_xyz)} points", np.zeros(self.n, bool), done=int(result.registered.sum()))
+        return result
+
+    def _model(self, init) -> ModelResult:
         obs = np.flatnonzero(self.obs_in & self.valid[self.obs_track])
         obs, trk, ptr = self._csr(obs)
         err = self._errors(obs, self.xyz[self.obs_track[obs]])
@@ -424,10 +507,35 @@ class IncrementalMapper:
             rgb[s] = self.rgb[i][self.obs_kp[obs[s]]]
         mean_rgb = (np.add.reduceat(rgb, ptr[:-1], axis=0) / counts[:, None]) if len(trk) else np.zeros((0, 3))
         poses = [Rigid3d.from_rotation(self.R[i], self.t[i]) if self.registered[i] else None for i in range(self.n)]
-        return MapperResult(self.registered.copy(), poses, list(self.cameras), self.xyz[trk].copy(),
-                            np.clip(np.round(mean_rgb), 0, 255).astype(np.uint8), mean_err, ptr,
-                            self.obs_image[obs].copy(), self.obs_kp[obs].copy(), (init.image1, init.image2),
-                            list(self.reasons), self.inliers.copy(), dict(self.stats))
+        return ModelResult(self.registered.copy(), poses, list(self.cameras), self.xyz[trk].copy(),
+                           np.clip(np.round(mean_rgb), 0, 255).astype(np.uint8), mean_err, ptr,
+                           self.obs_image[obs].copy(), self.obs_kp[obs].copy(), (init.image1, init.image2),
+                           np.asarray(err, np.float64).copy())
+
+
+def _combine(models: list, n: int, reasons: list, inliers: np.ndarray, stats: dict) -> MapperResult:
+    """The union of the kept models in MapperResult's flat fields."""
+    registered = np.zeros(n, bool)
+    image_model = np.full(n, -1, np.int64)
+    poses = [None] * n
+    for k, m in enumerate(models):
+        for i in np.flatnonzero(m.registered):
+            registered[i] = True
+            image_model[i] = k
+            poses[i] = m.cams_from_world[i]
+    ptr = [np.zeros(1, np.int64)]
+    for m in models:
+        ptr.append(ptr[-1][-1] + m.track_ptr[1:])
+    return MapperResult(
+        registered, poses, list(models[0].cameras),
+        np.vstack([m.points_xyz for m in models]).reshape(-1, 3),
+        np.vstack([m.points_rgb for m in models]).reshape(-1, 3).astype(np.uint8),
+        np.concatenate([m.points_error for m in models]),
+        np.concatenate(ptr).astype(np.int64),
+        np.concatenate([m.track_image for m in models]).astype(np.int64),
+        np.concatenate([m.track_kp for m in models]).astype(np.int64),
+        models[0].initial_pair, list(reasons), inliers.copy(), dict(stats), list(models),
+        np.concatenate([np.full(len(m.points_xyz), k, np.int64) for k, m in enumerate(models)]), image_model)
 
 
 def matrix_to_quat_wxyz_batch(rotations: np.ndarray) -> np.ndarray:

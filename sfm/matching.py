@@ -1,8 +1,8 @@
-"""Pair selection (exhaustive, sequential with a window) and float-descriptor matching for SIFT.
+"""Pair selection (exhaustive, sequential with a window) and descriptor matching.
 
-Descriptors are unit-norm float32 (RootSIFT); matching is OpenCV's brute force L2 with the two
-nearest neighbours in both directions, Lowe's ratio test and a mutual nearest-neighbour check.
-(geometry.matching is the Hamming counterpart for ORB.)
+SIFT descriptors are unit-norm float32 (RootSIFT): FLANN kd-trees (or brute force L2) with the two
+nearest neighbours, Lowe's ratio test and a mutual nearest-neighbour check. Binary descriptors (ORB,
+AKAZE: (N, 32) uint8) go to geometry.matching's numba Hamming brute force with the same three checks.
 """
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from geometry.matching import match_brute_force
 from scene.progress import Cancelled
 
 STAGE = "match"
@@ -20,9 +21,11 @@ STAGE = "match"
 class MatchingOptions:
     method: str = "exhaustive"      # "exhaustive" | "sequential"
     window: int = 10                # sequential: match each frame with the next `window` frames
+    loop_candidates: int = 0        # sequential: also its k most similar images outside the window (sfm.retrieval)
     ratio: float = 0.8              # Lowe's ratio on L2 distances
     mutual: bool = True
     max_distance: float = 0.7       # L2 distance between unit descriptors (COLMAP's default)
+    max_hamming_distance: int = 64  # binary descriptors: bits of 256
     min_num_matches: int = 15       # pairs with fewer matches are dropped
     exact: bool = False             # True: brute force L2 (exact, ~100x slower); False: FLANN kd-trees
     flann_trees: int = 4
@@ -75,6 +78,9 @@ def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, options: MatchingOpt
     opts = options or MatchingOptions()
     if len(desc1) < 2 or len(desc2) < 2:
         return np.zeros((0, 2), np.int64)
+    if desc1.dtype == np.uint8:
+        pairs, _ = match_brute_force(desc1, desc2, opts.ratio, opts.mutual, opts.max_hamming_distance)
+        return pairs
     if opts.exact:
         matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=False)
         nn12, d1, d2 = _best_two(matcher, desc1, desc2)
@@ -98,14 +104,15 @@ def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, options: MatchingOpt
 
 def build_index(desc: np.ndarray, options: MatchingOptions):
     """A FLANN index of one image's descriptors (None for exact matching or too few descriptors)."""
-    if options.exact or len(desc) < 2:
+    if options.exact or len(desc) < 2 or desc.dtype == np.uint8:
         return None
     return _flann_index(desc, options)
 
 
-def match_pairs(descriptors: list, pairs, options: MatchingOptions | None = None, progress=None
-                ) -> dict[tuple[int, int], np.ndarray]:
-    """Matches for each (i, j) pair of indices into ``descriptors``; pairs below ``min_num_matches`` are left out."""
+def match_pairs(descriptors: list, pairs, options: MatchingOptions | None = None, progress=None,
+                counts: dict | None = None) -> dict[tuple[int, int], np.ndarray]:
+    """Matches for each (i, j) pair of indices into ``descriptors``; pairs below ``min_num_matches`` are left out.
+    ``counts``: when given, receives the number of matches of every pair (kept or not), for diagnostics."""
     opts = options or MatchingOptions()
     out: dict[tuple[int, int], np.ndarray] = {}
     total = len(pairs)
@@ -123,6 +130,8 @@ def match_pairs(descriptors: list, pairs, options: MatchingOptions | None = None
         for a in (i, j):
             if last_use[a] == k:
                 del indices[a]
+        if counts is not None:
+            counts[(i, j)] = len(m)
         if len(m) >= opts.min_num_matches:
             out[(i, j)] = m
         if progress is not None:
@@ -130,9 +139,15 @@ def match_pairs(descriptors: list, pairs, options: MatchingOptions | None = None
     return out
 
 
-def select_pairs(n: int, options: MatchingOptions) -> list[tuple[int, int]]:
+def select_pairs(n: int, options: MatchingOptions, descriptors: list | None = None) -> list[tuple[int, int]]:
+    """Pairs to match; sequential loop candidates need ``descriptors`` (one array per image)."""
     if options.method == "exhaustive":
         return exhaustive_pairs(n)
     if options.method == "sequential":
-        return sequential_pairs(n, options.window)
+        pairs = sequential_pairs(n, options.window)
+        if options.loop_candidates > 0 and descriptors is not None:
+            from sfm.retrieval import loop_candidate_pairs
+            pairs = sorted(set(pairs) | set(loop_candidate_pairs(descriptors, options.window,
+                                                                 options.loop_candidates)))
+        return pairs
     raise ValueError(f"unknown matcher {options.method!r}; use 'exhaustive' or 'sequential'")

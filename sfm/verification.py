@@ -54,10 +54,12 @@ def verify_pair(camera1, camera2, xy1, xy2, matches, error_px: float, options: V
     return r, mask, model
 
 
-def verify_pairs(cameras: list, keypoints: list, scales: list, matches: dict, options: VerificationOptions | None = None,
-                 progress=None) -> list[PairGeometry]:
+def verify_pairs(cameras: list, keypoints: list, scales: list, matches: dict,
+                 options: VerificationOptions | None = None, progress=None,
+                 inlier_counts: dict | None = None) -> list[PairGeometry]:
     """The view graph: one ``PairGeometry`` per pair with enough inliers. ``cameras[i]``/``keypoints[i]``
-    belong to image i; ``scales[i]`` is its detection scale (processed / camera pixels)."""
+    belong to image i; ``scales[i]`` is its detection scale (processed / camera pixels).
+    ``inlier_counts``: when given, receives (i, j) -> inliers of every pair estimated, kept or not."""
     opts = options or VerificationOptions()
     out: list[PairGeometry] = []
     total = len(matches)
@@ -69,6 +71,8 @@ def verify_pairs(cameras: list, keypoints: list, scales: list, matches: dict, op
             error_px = opts.max_error_px / min(scales[i], scales[j])
             r, mask, model = verify_pair(cameras[i], cameras[j], keypoints[i], keypoints[j], m, error_px, opts)
             n_in = int(mask.sum())
+            if inlier_counts is not None:
+                inlier_counts[(i, j)] = n_in
             if n_in >= opts.min_num_inliers and n_in >= opts.min_inlier_ratio * len(m):
                 out.append(PairGeometry(i, j, m[mask], model, n_in, len(m), float(r.homography_essential_inlier_ratio),
                                         r.cam2_from_cam1 if r.model != "none" else None,

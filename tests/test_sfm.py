@@ -188,3 +188,138 @@ def test_rerun_on_scene_replaces_its_points(demo_run):
     one = _points_without_images(pts, [r.image_ids[0]])
     one.validate()
     assert not np.isin(r.image_ids[0], one.track_image_ids) and 0 < len(one) < len(pts)
+
+
+# --- binary features, retrieval, several models, the cloud option ------------------------------
+
+@pytest.fixture(scope="module")
+def two_views():
+    """Two renders of the demo room 8 degrees apart (320 x 240)."""
+    from tests.test_sfm_bad_input import CAMERA, arc_poses
+    from assets.render import render_frame
+
+    return [render_frame(p, CAMERA)[0] for p in arc_poses(2, 210, 218)]
+
+
+@pytest.mark.parametrize("detector", ["orb", "akaze"])
+def test_binary_features_and_hamming_matching(two_views, detector):
+    from sfm.features import detect
+    from sfm.matching import match_descriptors
+
+    opts = FeatureOptions(detector=detector, max_num_features=1000)
+    f1, f2 = (detect(im, opts) for im in two_views)
+    assert f1.descriptors.dtype == np.uint8 and f1.descriptors.shape[1] == 32
+    assert 200 <= len(f1) <= 1000 and len(f1.rgb) == len(f1)
+    m = match_descriptors(f1.descriptors, f2.descriptors, MatchingOptions())
+    assert len(m) > 100
+    assert len(np.unique(m[:, 0])) == len(m) and len(np.unique(m[:, 1])) == len(m)  # mutual: one-to-one
+    # A small rotation between the views: matched keypoints move little and coherently.
+    shift = f2.keypoints_xy[m[:, 1]] - f1.keypoints_xy[m[:, 0]]
+    assert np.median(np.linalg.norm(shift - np.median(shift, axis=0), axis=1)) < 10.0
+
+
+def test_binary_features_survive_the_cache(two_views, tmp_path):
+    from sfm.features import extract_all
+
+    opts = FeatureOptions(detector="orb", max_num_features=500, cache_dir=str(tmp_path))
+    frames = [(str(tmp_path / "a.png"), None, (320, 240), lambda: two_views[0])]
+    (tmp_path / "a.png").write_bytes(b"x")
+    first = extract_all(frames, opts)[0]
+    again = extract_all(frames, opts)[0]
+    assert again.from_cache and again.descriptors.dtype == np.uint8
+    assert np.array_equal(first.descriptors, again.descriptors)
+
+
+def test_unknown_detector_is_refused(two_views):
+    from sfm.features import detect
+
+    with pytest.raises(ValueError, match="unknown feature detector"):
+        detect(two_views[0], FeatureOptions(detector="surf"))
+
+
+def test_retrieval_finds_the_loop():
+    """Images 0 and 9 show the same texture; 1..8 each another one: the loop pair ranks first for both."""
+    from sfm.retrieval import loop_candidate_pairs, similarity_matrix
+
+    rng = np.random.default_rng(1)
+    base = [rng.random((400, 128)).astype(np.float32) for _ in range(9)]
+    descs = base + [base[0] + rng.normal(0, 0.01, base[0].shape).astype(np.float32)]
+    sim = similarity_matrix(descs)
+    np.fill_diagonal(sim, -1.0)
+    assert np.argmax(sim[0]) == 9 and np.argmax(sim[9]) == 0
+    pairs = loop_candidate_pairs(descs, window=3, k=1)
+    assert (0, 9) in pairs and all(j - i > 3 for i, j in pairs)
+    opts = MatchingOptions(method="sequential", window=3, loop_candidates=1)
+    from sfm.matching import select_pairs
+    selected = select_pairs(10, opts, descs)
+    assert set(sequential_pairs(10, 3)) < set(selected) and (0, 9) in selected
+
+
+def test_model_scene_cuts_out_one_model(tmp_path):
+    """Two disconnected groups: each model's sub-scene holds only its images, cameras and points."""
+    from sfm.pipeline import model_scene
+    from tests.test_sfm_bad_input import arc_poses, options, render_set, write_calib
+
+    folder = tmp_path / "groups"
+    render_set(folder, arc_poses(3, 200, 215), prefix="a")
+    render_set(folder, arc_poses(3, 20, 35), seed=1, prefix="b", mirror=True)
+    r = run(folder, options(write_calib(tmp_path / "calib.yaml")))
+    assert r.models == 2
+    for m in r.reconstructions:
+        sub = model_scene(r.scene, m)
+        sub.points.validate()
+        assert sorted(sub.images) == sorted(m.image_ids) and len(sub.points) == m.num_points
+        assert set(np.unique(sub.points.track_image_ids)) <= set(m.image_ids)
+        for im in sub.images.values():
+            assert set(im.point3d_ids[im.point3d_ids >= 0]) <= set(m.point_ids.tolist())
+        assert len(sub.clouds["sfm_sparse"]) == m.num_points
+
+
+def test_single_model_option_stops_after_the_first(tmp_path):
+    from dataclasses import replace
+    from sfm.mapper import MapperOptions
+    from tests.test_sfm_bad_input import arc_poses, options, render_set, write_calib
+
+    folder = tmp_path / "groups1"
+    render_set(folder, arc_poses(3, 200, 215), prefix="a")
+    render_set(folder, arc_poses(3, 20, 35), seed=1, prefix="b", mirror=True)
+    opts = replace(options(write_calib(tmp_path / "calib.yaml")), mapper=MapperOptions(multiple_models=False))
+    r = run(folder, opts)
+    assert r.models == 1 and r.registered == 3
+    names = {r.scene.images[i].name[0] for i in r.reconstructions[0].image_ids}
+    assert len(names) == 1  # one group, the other left unregistered with a reason
+    assert all("model" in why for i, why in r.reasons.items() if why)
+
+
+def test_statistical_outlier_removal_drops_far_points():
+    from sfm.cloud import OutlierRemovalOptions, statistical_inliers
+
+    rng = np.random.default_rng(0)
+    xyz = rng.normal(size=(2000, 3))
+    xyz[:10] += 100.0
+    keep = statistical_inliers(xyz, OutlierRemovalOptions())
+    assert not keep[:10].any() and keep[10:].mean() > 0.95
+    assert statistical_inliers(xyz[:5], OutlierRemovalOptions()).all()  # too few to judge: kept
+
+
+def test_outlier_removal_is_recorded_and_leaves_points(tmp_path):
+    from dataclasses import replace
+    from sfm.cloud import OutlierRemovalOptions
+    from tests.test_sfm_bad_input import arc_poses, options, render_set, write_calib
+
+    render_set(tmp_path / "arc", arc_poses(4, 200, 220))
+    opts = replace(options(write_calib(tmp_path / "calib.yaml")), outlier_removal=OutlierRemovalOptions(std_ratio=1.0))
+    again = run(tmp_path / "arc", opts)
+    removal = again.stats["outlier_removal"]
+    assert removal["removed"] > 0 and removal["std_ratio"] == 1.0
+    assert len(again.scene.clouds["sfm_sparse"]) == again.num_points - removal["removed"]
+    assert len(again.scene.points) == again.num_points
+    assert again.scene.metadata["sfm"]["outlier_removal"] == removal
+
+
+def test_per_image_details_for_the_table(demo_run):
+    _, _, r, _, _ = demo_run
+    for i in r.image_ids:
+        assert r.image_model[i] == 1 and r.image_inliers[i] >= 30
+        assert 0 < r.image_errors[i] < 1.0
+    assert r.reconstructions[0].image_ids == sorted(r.image_ids)
