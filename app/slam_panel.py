@@ -267,7 +267,8 @@ class SlamPanel(QtWidgets.QWidget):
             self.values[key] = value
             grid.addWidget(name, i // 2, (i % 2) * 2)
             grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
-        self.values["loops"].setToolTip("Loop closure is not part of this SLAM version yet")
+        self.values["loops"].setToolTip("Loops closed so far (bag-of-words place recognition, Sim(3) and pose-graph "
+                                         "correction); the map is redrawn corrected when one closes")
         grid.setColumnStretch(1, 1)
         grid.setColumnStretch(3, 1)
         layout.addLayout(grid)
@@ -472,7 +473,7 @@ class SlamPanel(QtWidgets.QWidget):
         v["ate"].setText(f"{snap.ate_rmse[-1]:.3f} (scale {snap.ate_scale:.2f})" if len(snap.ate_rmse)
                          and snap.ate_scale is not None else ("no ground truth" if self.source() is None
                                                               or self.source()[2] is None else "–"))
-        v["loops"].setText(f"{snap.loop_closures} (not implemented)")
+        v["loops"].setText(f"{snap.loop_closures}")
         self.reason_label.setText(snap.reason)
         self.reason_label.setVisible(bool(snap.reason))
 

@@ -35,7 +35,7 @@ def slam_statistics(summary, system) -> dict:
         "initialized_at_frame": summary.initialized_at_frame,
         "keyframes": summary.keyframes,
         "map_points": summary.map_points,
-        "loop_closures": 0,  # loop closure is not implemented yet
+        "loop_closures": system.loop_closures,
         "tracking_ms_median": float(np.median(times)) if len(times) else 0.0,
         "tracking_ms_p95": float(np.percentile(times, 95)) if len(times) else 0.0,
         "total_s": summary.total_s,
@@ -51,21 +51,23 @@ def _initialisation_advice(camera, calib) -> str:
 
 
 def run_slam_command(source_path, output, calib=None, max_frames=None, trajectory=None, stats_path=None,
-                     progress=None) -> dict:
+                     progress=None, loop_closure: bool = True) -> dict:
+    """Run SLAM over a source; ``loop_closure=False`` is ``--no-loop-closure``."""
     from scene.atomic import atomic_write_text
     from scene.io.calibration import resolve_intrinsics
     from scene.io.sources import open_source
     from scene.io.trajectory_io import read_trajectory, write_trajectory
     from scene.model import Scene
     from scene.project import save_project
-    from slam.system import System
+    from slam.loop_closing import LoopOptions
+    from slam.system import SlamOptions, System
 
     if max_frames is not None and max_frames < 2:
         raise ParallaxError(f"--max-frames must be at least 2, got {max_frames}")
     source = open_source(Path(source_path))
     camera = resolve_intrinsics(source, calib_path=calib)
     frames = _FirstFrames(source, max_frames) if max_frames else source
-    system = System(camera)
+    system = System(camera, SlamOptions(loop=LoopOptions(enabled=bool(loop_closure))))
     summary = system.run(frames, progress=progress)
     if summary.initialized_at_frame is None:
         raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames: "

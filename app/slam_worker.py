@@ -424,7 +424,7 @@ class SlamWorker(QtCore.QThread):
             running=self._playing or self._target is not None, finished=self._finished,
             state=state, reason=reason, image_rgb=image, image_size=size, keypoints_xy=kp_xy,
             keypoint_status=kp_status, num_tracked=tracked, keyframes=k, map_points=int(m.num_points),
-            loop_closures=0, track_ms=ms, fps=self._fps(), aligned_to_gt=alignment is not None,
+            loop_closures=int(self.system.loop_closures) if self.system is not None else 0, track_ms=ms, fps=self._fps(), aligned_to_gt=alignment is not None,
             points_xyz=points, keyframe_rot=kf_rot, keyframe_centers=kf_centers, current_rot=current_rot,
             current_center=current_center, trajectory=centers,
             history_frames=np.array(self._history_frames), history_tracked=np.array(self._history_tracked),

@@ -7,7 +7,9 @@ arbitrary), also as % of the ground-truth path length over the evaluated poses, 
 after the same alignment. Stationary sequences (no ground truth motion) report the extent of the
 estimated trajectory instead: max distance of a camera centre from the first one, in the method's units.
 
-``bench_method`` returns one dict per (method, sequence) with the keys of ``RESULT_KEYS``.
+``bench_method`` returns one dict per (method, sequence) with the keys of ``RESULT_KEYS``. Method
+``parallax_slam_no_loop`` is Parallax SLAM with loop closure off (``--no-loop-closure``); ``run_all`` runs it
+on the sequences that return to their start (``LOOP_SEQUENCES``) so the report compares the two.
 """
 from __future__ import annotations
 
@@ -23,12 +25,14 @@ from scene.model import Trajectory
 from scene.rigid import Rigid3d
 
 SYNTHETIC_PATHS = ("orbit", "forward_walk", "fast_rotation", "stop")
+LOOP_SEQUENCES = ("orbit",)             # sequences that come back to their start: with and without loop closure
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 RESULT_KEYS = (
     "method", "sequence", "frames", "tracked", "tracked_pct", "tracked_after_init_pct", "init_frame",
     "ate_rmse", "ate_pct", "rot_deg", "evaluated_poses", "extent", "frame_ms_median", "frame_ms_p95",
-    "tracking_ms_median", "tracking_ms_p95", "stage_ms", "total_s", "runs", "deterministic", "note",
+    "tracking_ms_median", "tracking_ms_p95", "stage_ms", "total_s", "runs", "deterministic", "loop_closures",
+    "loops", "note",
 )
 
 
@@ -176,7 +180,7 @@ def _run_slam_once(seq: Sequence, options=None) -> tuple[list, dict]:
     from slam.system import System
 
     system = System(seq.camera, options)
-    frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": []}
+    frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": [], "loop": []}
     tracked, init_frame = [], None
     t0 = time.perf_counter()
     for image, ts in zip(seq.images, seq.timestamps):
@@ -189,6 +193,8 @@ def _run_slam_once(seq: Sequence, options=None) -> tuple[list, dict]:
                 stages[stage].append(t[key])
         if result.keyframe_inserted and "mapping" in t:
             stages["mapping"].append(t["mapping"])
+        if result.keyframe_inserted and "loop" in t and not result.loop_closed:
+            stages["loop"].append(t["loop"])   # place recognition + loop search on keyframes that close none
         tracked.append(result.cam_from_world is not None)
     total_s = time.perf_counter() - t0
     init_frame = system.initialized_at_frame
@@ -199,8 +205,12 @@ def _run_slam_once(seq: Sequence, options=None) -> tuple[list, dict]:
               "features_ms": _pct(stages["features"], 50), "init_ms": _pct(stages["init"], 50),
               "track_ms": _pct(stages["track"], 50), "mapping_ms_per_keyframe": _pct(stages["mapping"], 50),
               "keyframes": float(len(stages["mapping"]) + (2 if init_frame is not None else 0)),
+              "loop_search_ms_per_keyframe": _pct(stages["loop"], 50),
+              "loop_closure_ms": _pct([e.timings_ms["total"] for e in system.loop_events], 50),
               "total_s": total_s}
-    return poses, {"timing": timing, "tracked": tracked, "init_frame": init_frame}
+    loops = [(e.current_frame, e.loop_frame) for e in system.loop_events]
+    return poses, {"timing": timing, "tracked": tracked, "init_frame": init_frame,
+                   "loop_closures": system.loop_closures, "loops": loops}
 
 
 def _run_vo_once(seq: Sequence) -> tuple[list, dict]:
@@ -278,10 +288,17 @@ def _run_pycolmap_once(seq: Sequence, work: Path, max_frames: int | None = None,
 def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = None, **kwargs) -> dict:
     """One method on one sequence: accuracy from the first run, timings the median over ``runs`` runs.
 
-    method: "parallax_slam", "opencv_vo" or "pycolmap". Returns a dict with the keys of RESULT_KEYS.
+    method: "parallax_slam", "parallax_slam_no_loop", "opencv_vo" or "pycolmap". Returns a dict with the keys
+    of RESULT_KEYS.
     """
     if method == "parallax_slam":
         once = lambda: _run_slam_once(seq, kwargs.get("options"))  # noqa: E731
+    elif method == "parallax_slam_no_loop":
+        from slam.loop_closing import LoopOptions
+        from slam.system import SlamOptions
+
+        options = SlamOptions(loop=LoopOptions(enabled=False))
+        once = lambda: _run_slam_once(seq, options)  # noqa: E731
     elif method == "opencv_vo":
         once = lambda: _run_vo_once(seq)  # noqa: E731
     elif method == "pycolmap":
@@ -320,7 +337,7 @@ def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = 
         "frame_ms_median": timing["frame_ms_median"], "frame_ms_p95": timing["frame_ms_p95"],
         "tracking_ms_median": timing["tracking_ms_median"], "tracking_ms_p95": timing["tracking_ms_p95"],
         "stage_ms": stage_ms, "total_s": timing["total_s"], "runs": len(results), "deterministic": deterministic,
-        "note": note,
+        "loop_closures": info.get("loop_closures"), "loops": info.get("loops"), "note": note,
     }
 
 
@@ -354,6 +371,10 @@ def run_all(runs: int = 3, work: Path | None = None, sequences: list[Sequence] |
                 else:
                     row = bench_method(method, seq, runs)
                 rows.append(row)
+                if method == "parallax_slam" and seq.name in LOOP_SEQUENCES:
+                    log(f"  {seq.name:18s} {method:14s} loops {row['loop_closures']} {row['loops']}")
+                    rows.append(bench_method("parallax_slam_no_loop", seq, runs))
+                    row = rows[-1]
                 log(f"  {seq.name:18s} {method:14s} {time.perf_counter() - t0:6.1f} s  "
                     f"ATE {_fmt(row['ate_pct'], '.2f')} %  tracked {row['tracked']}/{row['frames']}  "
                     f"init {row['init_frame']}  extent {_fmt(row['extent'], '.3f')}")
@@ -375,8 +396,8 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "intrinsics. ATE = RMSE of camera centres after Sim(3) alignment over the posed frames (% = of the "
         "ground-truth path length); rot = rotation RMSE after that alignment. Tracked % is over all frames and "
         "over the frames after initialisation. Frame time = one `System.step` (features + tracking + synchronous "
-        "local mapping); tracking time excludes local mapping (what a tracking thread would spend), frames after "
-        f"initialisation. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
+        "local mapping and loop closing); tracking time excludes them (what a tracking thread would spend), "
+        f"frames after initialisation. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). Accuracy is from the first run; `det.` says whether all runs "
         "gave bit-identical poses.", "",
         "| sequence | method | ATE | ATE % path | rot (°) | tracked % (all / after init) | init frame | "
@@ -394,7 +415,14 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
             stages = (f"features {_fmt(st.get('features_ms'), '.1f')}, track {_fmt(st.get('track_ms'), '.1f')}, "
                       f"mapping {_fmt(st.get('mapping_ms_per_keyframe'), '.0f')}/keyframe "
                       f"({_fmt(st.get('keyframes'), '.0f')} kf), init {_fmt(st.get('init_ms'), '.1f')}")
+            if r["method"] == "parallax_slam":
+                stages += (f", loop search {_fmt(st.get('loop_search_ms_per_keyframe'), '.1f')}/keyframe, "
+                           f"loop closure {_fmt(st.get('loop_closure_ms'), '.0f')}")
         note = r["note"]
+        if r["method"] == "parallax_slam":
+            loops = "; ".join(f"frame {a} ↔ {b}" for a, b in r["loops"] or [])
+            note = "; ".join(filter(None, [f"{r['loop_closures']} loop(s) closed" + (f": {loops}" if loops else ""),
+                                           note]))
         if r["sequence"].startswith("euroc") or r["ate_rmse"] is None:
             extent = "no pose" if r["extent"] is None else f"extent {r['extent']:.3g} (method units)"
             note = "; ".join(filter(None, [extent, note]))
@@ -406,4 +434,23 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
             f"{r['total_s']:.2f} | {'yes' if r['deterministic'] else ('—' if r['deterministic'] is None else 'no')} "
             f"| {note} |")
     lines.append("")
+    lines += loop_closure_lines(rows)
     return lines
+
+
+def loop_closure_lines(rows: list[dict]) -> list[str]:
+    """One sentence per sequence run with and without loop closure: both ATEs and the reduction."""
+    by_key = {(r["sequence"], r["method"]): r for r in rows}
+    out = []
+    for (name, method), with_loop in by_key.items():
+        without = by_key.get((name, "parallax_slam_no_loop"))
+        if method != "parallax_slam" or without is None or with_loop["ate_pct"] is None or without["ate_pct"] is None:
+            continue
+        gain = 100.0 * (1.0 - with_loop["ate_pct"] / without["ate_pct"]) if without["ate_pct"] > 0 else None
+        st = with_loop["stage_ms"]
+        out.append(f"Loop closure on {name}: ATE {with_loop['ate_pct']:.2f} % of path with loop closure against "
+                   f"{without['ate_pct']:.2f} % with `--no-loop-closure` ({_fmt(gain, '.0f')} % lower; target ≥ 30 %), "
+                   f"{with_loop['loop_closures']} loop(s) closed; one loop closure (detection, Sim(3), fusion, "
+                   f"pose graph) took {_fmt(st.get('loop_closure_ms'), '.0f')} ms, and place recognition plus the loop "
+                   f"search add {_fmt(st.get('loop_search_ms_per_keyframe'), '.1f')} ms per keyframe (median).")
+    return out + [""] if out else []

@@ -186,7 +186,37 @@ class SlamMap:
         mask[point_idx] = True
         self.remove_observations(np.flatnonzero(self.obs_alive & mask[self.obs_pt]))
 
+    def replace_point(self, old: int, new: int) -> None:
+        """Fuse a duplicate: ``old``'s observations move to ``new`` (dropped in keyframes that already observe
+        ``new``), its counters add up, and ``old`` dies. Loop closing uses it to merge the two copies of a
+        place's points."""
+        if old == new or not self.alive[old] or not self.alive[new]:
+            return
+        obs = np.flatnonzero(self.obs_alive & (self.obs_pt == old))
+        holders = set(self.obs_kf[self.obs_alive & (self.obs_pt == new)].tolist())
+        for e in obs:
+            kf = int(self.obs_kf[e])
+            if kf in holders:
+                self.kf_point_ids[kf][self.obs_kp[e]] = -1
+                self.obs_alive[e] = False
+            else:
+                self.kf_point_ids[kf][self.obs_kp[e]] = new
+                self.obs_pt[e] = new
+                holders.add(kf)
+        self.n_visible[new] += self.n_visible[old]
+        self.n_found[new] += self.n_found[old]
+        self.alive[old] = False
+
     # --- queries ------------------------------------------------------------------------------------
+    def covisibility_matrix(self) -> np.ndarray:
+        """(K, K) int64: alive points shared by every pair of keyframes (diagonal: each one's count)."""
+        from scipy.sparse import csr_matrix
+
+        sel = self.obs_alive
+        k, m = self.num_keyframes, self.num_points_total
+        incidence = csr_matrix((np.ones(int(sel.sum()), np.int64), (self.obs_kf[sel], self.obs_pt[sel])), shape=(k, m))
+        return np.asarray((incidence @ incidence.T).toarray(), np.int64)
+
     def observation_counts(self) -> np.ndarray:
         """(M,) number of alive observations of every point."""
         return np.bincount(self.obs_pt[self.obs_alive], minlength=self.num_points_total)

@@ -4,7 +4,12 @@
 One ``step`` = ORB extraction, then initialisation (state INIT) or tracking (motion model -> last keyframe
 -> relocalisation), then, for a new keyframe, local mapping -- all synchronously in the caller's thread,
 so Step mode is deterministic (same frames in, bit-identical results out). Running local mapping in a
-background thread during Play is not done yet. Loop closure is not part of this version.
+background thread during Play is not done yet.
+
+Loop closing (``slam.loop_closing``) runs inline right after local mapping for every new keyframe: the
+keyframe is added to the bag-of-words database (``slam.place_recognition``), and when a loop is found and
+corrected, the current frame's pose, its matches and the motion model are re-derived from the corrected
+map (``StepResult.loop_closed`` is set and ``loop_closures`` counts them), so tracking continues on it.
 
 Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
 the keyframes when local bundle adjustment moves them.
@@ -24,8 +29,10 @@ from scene.progress import NullProgress
 from scene.rigid import Rigid3d
 from slam.features import OrbExtractor, OrbOptions
 from slam.initialization import Initializer, InitOptions
+from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
 from slam.mapping import MappingOptions, insert_keyframe, keyframe_needed, process_keyframe
+from slam.place_recognition import BowOptions, PlaceRecognizer
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
                            track_motion_model)
 
@@ -49,6 +56,8 @@ class SlamOptions:
     init: InitOptions = field(default_factory=InitOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     mapping: MappingOptions = field(default_factory=MappingOptions)
+    loop: LoopOptions = field(default_factory=LoopOptions)
+    bow: BowOptions = field(default_factory=BowOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
 
@@ -65,8 +74,10 @@ class StepResult:
     num_tracked: int
     keyframe_inserted: bool
     reason: str                      # why the frame is INIT or LOST ("" otherwise)
-    timings_ms: dict                 # per stage: features, initialize / track, mapping, total
+    timings_ms: dict                 # per stage: features, initialize / track, mapping (incl. loop), loop, total
     mapping: dict = field(default_factory=dict)
+    loop_closed: bool = False        # a loop was closed at this frame: every keyframe and point may have moved
+    loop_closures: int = 0           # loops closed so far
 
 
 @dataclass
@@ -107,10 +118,17 @@ class System:
         self.frame_reference_kf: list[int] = []
         self.frame_cam_from_ref: list[Rigid3d | None] = []
         self.frame_refs: list = []
+        self.recognizer = PlaceRecognizer(self.options.bow)
+        self.loop_closer = LoopCloser(self.options.loop)
+        self.loop_events: list[LoopEvent] = []
 
     @property
     def num_keyframes(self) -> int:
         return self.map.num_keyframes
+
+    @property
+    def loop_closures(self) -> int:
+        return self.loop_closer.loop_closures
 
     # --- one frame ----------------------------------------------------------------------------------
     def step(self, image, timestamp: float | None = None, ref=None) -> StepResult:
@@ -157,15 +175,16 @@ class System:
         self.frame_refs.append(ref)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         return StepResult(index, timestamp, self.state, None, np.zeros((0, 2)), np.zeros(0, np.int8),
-                          np.zeros(0, np.int64), 0, False, reason, timings)
+                          np.zeros(0, np.int64), 0, False, reason, timings, loop_closures=self.loop_closures)
 
-    def _result(self, frame: Frame, reason: str = "", keyframe: bool = False, mapping=None) -> StepResult:
+    def _result(self, frame: Frame, reason: str = "", keyframe: bool = False, mapping=None,
+                loop_closed: bool = False) -> StepResult:
         status = np.full(len(frame.point_ids), KP_NEW, np.int8)
         status[frame.outlier] = KP_OUTLIER
         status[frame.point_ids >= 0] = KP_TRACKED
         return StepResult(frame.index, frame.timestamp, self.state, frame.cam_from_world,
                           frame.features.keypoints_xy, status, frame.point_ids.copy(), frame.num_tracked, keyframe,
-                          reason, {}, mapping or {})
+                          reason, {}, mapping or {}, loop_closed, self.loop_closures)
 
     def _record(self, frame: Frame, ref) -> None:
         self.frame_timestamps.append(frame.timestamp)
@@ -205,6 +224,9 @@ class System:
         m.add_observations(k0, good, new)
         m.add_observations(k1, attempt.matches[good], new)
         self._initial_ba(k0, k1)
+        if self.options.loop.enabled:
+            self.recognizer.add_keyframe(k0, m.kf_descriptors[k0])
+            self.recognizer.add_keyframe(k1, m.kf_descriptors[k1])
         # Re-normalise the scale after BA (it moves the second camera and the points).
         ids = m.kf_point_ids[k0]
         ids = ids[ids >= 0]
@@ -320,12 +342,40 @@ class System:
             self._last_keyframe = k
             self._last_keyframe_frame = frame.index
             self._reference_kf = k
+            event = self._close_loop(k, mapping_stats, timings)
             frame.cam_from_world = self.map.kf_pose(k)
-            # The keyframe's points after mapping (BA may have dropped some observations).
+            # The keyframe's points after mapping (BA may have dropped some observations, fusion replaced some).
             kp = self.map.kf_point_ids[k]
             frame.point_ids = np.where(kp >= 0, kp, -1)
+            if event is not None and self._velocity is not None:
+                # The motion model is in the current keyframe's camera units, which the correction rescaled.
+                self._velocity = Rigid3d(self._velocity.quat_wxyz,
+                                         self._velocity.translation / event.keyframe_scales[k])
         timings["mapping"] = 1000 * (time.perf_counter() - t1)
-        return self._result(frame, keyframe=keyframe, mapping=mapping_stats)
+        return self._result(frame, keyframe=keyframe, mapping=mapping_stats,
+                            loop_closed=keyframe and bool(mapping_stats.get("loop")))
+
+    def _close_loop(self, k: int, stats: dict, timings: dict) -> LoopEvent | None:
+        """Index keyframe k for place recognition and look for a loop (inline, deterministic)."""
+        if not self.options.loop.enabled:
+            return None
+        t0 = time.perf_counter()
+        self.recognizer.add_keyframe(k, self.map.kf_descriptors[k])
+        plan = self._last.features.plan
+        event, loop_stats = self.loop_closer.process(self.map, self.camera, self.recognizer, k, plan.level_scales,
+                                                     plan.scale_factor)
+        stats.update(loop_stats)
+        if event is not None:
+            self.loop_events.append(event)
+            stats["loop"] = event.as_dict()
+            # Frames keep their pose relative to their reference keyframe; the correction changed each
+            # keyframe's scale, so the relative translations follow it.
+            scales = event.keyframe_scales
+            for i, (ref, rel) in enumerate(zip(self.frame_reference_kf, self.frame_cam_from_ref)):
+                if ref >= 0 and rel is not None and scales[ref] != 1.0:
+                    self.frame_cam_from_ref[i] = Rigid3d(rel.quat_wxyz, rel.translation / scales[ref])
+        timings["loop"] = 1000 * (time.perf_counter() - t0)
+        return event
 
     # --- whole sources ------------------------------------------------------------------------------
     def run(self, source, progress=None, on_step=None) -> RunSummary:

@@ -96,6 +96,13 @@ def test_step_result_keypoint_status():
         assert r.timings_ms[stage] >= 0.0
 
 
+def test_no_false_loop_on_the_forward_walk():
+    """The walk never comes back: place recognition runs on every keyframe, yet no loop may close."""
+    system, results = slam_run("forward_walk")
+    assert system.recognizer.ready and len(system.recognizer.database.vectors) == system.map.num_keyframes
+    assert system.loop_closures == 0 and not any(r.loop_closed for r in results)
+
+
 # --- the stationary camera ---------------------------------------------------------------------------
 
 def test_stop_no_drift_and_no_reinitialization():
