@@ -437,8 +437,9 @@ class MainWindow(QtWidgets.QMainWindow):
         box.setTextFormat(QtCore.Qt.TextFormat.PlainText)
         box.setAttribute(QtCore.Qt.WidgetAttribute.WA_DeleteOnClose)
         self.last_message_box = box
-        box.destroyed.connect(lambda *_: setattr(self, "last_message_box", None)
-                              if self.last_message_box is box else None)
+        # `finished`, not `destroyed`: PyQt converting a half-destroyed box in a destroyed slot can segfault
+        box.finished.connect(lambda _result: setattr(self, "last_message_box", None)
+                             if self.last_message_box is box else None)
         box.open()
         self.error_shown.emit(title, message)
         return box
