@@ -13,6 +13,14 @@ filtering; global BA + filtering + retriangulation whenever the model has grown 
 Thresholds in pixels are in *detection* pixels and scaled per image by 1 / detection scale, so that a
 max image size of 1000 px on a 2832 px photo keeps the same meaning.
 
+Seeding (``seed_cams_from_world``, e.g. SLAM keyframe poses): the posed images form the first model's
+start instead of an initial pair: their tracks are triangulated with the given poses, bundle adjusted (the
+first posed image fixed; the others refined, as SLAM poses are noisy) and the other images are registered
+incrementally as usual. The seed's world frame (and scale) is kept.
+
+Live growth: ``on_model_changed(snapshot)`` is called after the start of a model and after every
+registration, with plain arrays (see ``IncrementalMapper.snapshot``); throttling is the caller's job.
+
 Several models, as COLMAP makes them: when no further image registers, a new model starts from the
 best initial pair among the images no model holds yet, until no pair qualifies. Each model has its own
 world frame, scale and refined intrinsics. Models with fewer than ``min_model_size`` images are dropped
@@ -21,12 +29,14 @@ world frame, scale and refined intrinsics. Models with fewer than ``min_model_si
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Callable, Optional
 
 import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from geometry.absolute_pose import AbsolutePoseOptions, PoseEstimationFailed, estimate_absolute_pose
+from geometry.align import umeyama
 from geometry.bundle_adjustment import BAOptions, BAProblem, bundle_adjust
 from geometry.camera_models import unproject
 from geometry.triangulation import max_triangulation_angles, reprojection_errors, triangulate_multiview
@@ -58,8 +68,8 @@ class MapperOptions:
     global_ba_ratio: float = 1.2
     loss: str = "cauchy"
     loss_scale_px: float = 1.0           # detection pixels
-    refine_intrinsics: bool = False      # focal length and principal point in global BA (and distortion if modelled)
-    refine_distortion: bool = False
+    refine_intrinsics: bool = False      # focal length in global BA (uncalibrated cameras only) ...
+    refine_distortion: bool = True       # ... and the model's distortion (SIMPLE_RADIAL k1), as COLMAP's default
     multiple_models: bool = True         # False: stop after the first model
     max_num_models: int = 50
     min_model_size: int = 3              # registered images; smaller models are dropped unless none is larger
@@ -138,10 +148,22 @@ def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarr
     return ptr, node_image[nodes].astype(np.int64), node_kp[nodes].astype(np.int64)
 
 
+@dataclass(frozen=True)
+class _Start:
+    """How a model started: an initial pair, or the first two of the seeded (posed) images."""
+    image1: int
+    image2: int
+    num_inliers: int
+
+
 class IncrementalMapper:
     def __init__(self, cameras, image_camera, keypoints, rgb, scales, pairs, options: MapperOptions | None = None,
-                 progress=None, names: list | None = None):
+                 progress=None, names: list | None = None,
+                 on_model_changed: Optional[Callable[[dict], None]] = None,
+                 seed_cams_from_world: Optional[list] = None):
         self.opts = options or MapperOptions()
+        self.on_model_changed = on_model_changed
+        self.seed = seed_cams_from_world  # Rigid3d or None per image
         self.names = names  # image names for messages
         # Calibrated cameras keep their intrinsics when others (EXIF, guess) are refined.
         self._calibrated = np.array([c.intrinsics_source == "calib" for c in cameras], bool)
@@ -161,6 +183,9 @@ class IncrementalMapper:
             s = self.obs_image == i
             self.obs_xy[s] = keypoints[i][self.obs_kp[s]]
         self.obs_of_image = [np.flatnonzero(self.obs_image == i) for i in range(self.n)]
+        self.obs_rgb = np.zeros((len(self.obs_image), 3), np.uint8)
+        for i in range(self.n):
+            self.obs_rgb[self.obs_of_image[i]] = np.asarray(rgb[i])[self.obs_kp[self.obs_of_image[i]]]
         self._compute_rays()
         self.R = np.repeat(np.eye(3)[None], self.n, axis=0)
         self.t = np.zeros((self.n, 3))
@@ -347,6 +372,34 @@ class IncrementalMapper:
         self.filter_points()
         return int(self.valid.sum()) >= self.opts.abs_pose_min_num_inliers
 
+    def initialize_from_poses(self, cams_from_world: list) -> _Start:
+        """Start the model from the given poses (Rigid3d or None per image): triangulate, bundle adjust, filter."""
+        posed = [i for i, p in enumerate(cams_from_world) if p is not None]
+        if len(posed) < 2:
+            raise NoInitialPair(f"seeding needs at least two posed images, got {len(posed)}")
+        self.R[:] = np.eye(3)
+        self.t[:] = 0.0
+        self.registered[:] = False
+        self.valid[:] = False
+        self.obs_in[:] = False
+        for i in posed:
+            self.R[i] = cams_from_world[i].rotation
+            self.t[i] = cams_from_world[i].translation
+        self.registered[posed] = True
+        self.anchor = posed[0]
+        self.triangulate(np.arange(self.T))
+        if int(self.valid.sum()) < self.opts.abs_pose_min_num_inliers:
+            raise NoInitialPair(f"seeding: the {len(posed)} posed images triangulate only {int(self.valid.sum())} "
+                                f"points (need {self.opts.abs_pose_min_num_inliers}); are their poses right?")
+        self.bundle(np.array(posed), None, self.opts.global_ba_max_iterations, refine=False)
+        self.filter_points()
+        self.retriangulate()
+        counts = np.bincount(self.obs_image[self.obs_in], minlength=self.n)
+        for i in posed:
+            self.inliers[i] = counts[i]
+            self.reasons[i] = ""
+        return _Start(posed[0], posed[1], int(counts[posed[0]]))
+
     def initialize(self, taken: np.ndarray | None = None):
         """The initial pair of a new model among images not in ``taken`` (relaxing the limits level by level)."""
         o = self.opts
@@ -420,9 +473,28 @@ class IncrementalMapper:
         self.reasons[image] = ""
         return True
 
-    def _grow(self, taken: np.ndarray) -> None:
+    def snapshot(self, model: int) -> dict:
+        """The model being built, as plain arrays: registered input indices, their world_from_cam (4 x 4 each)
+        and the 3D points with the colour of one of their observations."""
+        reg = np.flatnonzero(self.registered)
+        world_from_cam = []
+        for i in reg:
+            m = np.eye(4)
+            m[:3, :3] = self.R[i].T
+            m[:3, 3] = -self.R[i].T @ self.t[i]
+            world_from_cam.append(m)
+        obs = np.flatnonzero(self.obs_in & self.valid[self.obs_track])
+        tracks, first = np.unique(self.obs_track[obs], return_index=True)
+        return {"model": int(model), "registered_image_indices": reg.astype(np.int64), "world_from_cam": world_from_cam,
+                "points_xyz": self.xyz[tracks].copy(), "points_rgb": self.obs_rgb[obs[first]].copy()}
+
+    def _notify(self, model: int) -> None:
+        if self.on_model_changed is not None:
+            self.on_model_changed(self.snapshot(model))
+
+    def _grow(self, taken: np.ndarray, model: int = 1) -> None:
         """Register images into the current model until none more can be, then final BA and retriangulation."""
-        last_global = 2
+        last_global = max(2, int(self.registered.sum()))
         trials = np.zeros(self.n, np.int64)
         while True:
             registered_any = False
@@ -444,6 +516,7 @@ class IncrementalMapper:
                     last_global = int(self.registered.sum())
                 self._report(f"registered image {i}: {self.inliers[i]} inliers, {int(self.valid.sum())} points",
                              taken)
+                self._notify(model)
                 break  # re-rank after every registration
             if not registered_any:
                 break
@@ -451,6 +524,27 @@ class IncrementalMapper:
         self.global_ba()
         self.retriangulate()
         self.global_ba()
+        if self.seed is not None and model == 1:
+            self._align_to_seed()
+        self._notify(model)
+
+    def _align_to_seed(self) -> None:
+        """Move the model onto the seed poses (Sim(3) of the seeded camera centres): bundle adjustment fixed only
+        the first seeded pose, so the others' noise and the free scale would otherwise set the frame."""
+        posed = [i for i, p in enumerate(self.seed) if p is not None and self.registered[i]]
+        if len(posed) < 3:
+            return  # two centres leave the rotation about their line free: keep the first seed's frame
+        est = np.array([-self.R[i].T @ self.t[i] for i in posed])
+        ref = np.array([self.seed[i].center() for i in posed])
+        try:
+            rotation, translation, scale = umeyama(est, ref, with_scale=True)
+        except ParallaxError:  # collinear seeded centres: keep the first seed's frame
+            return
+        reg = np.flatnonzero(self.registered)
+        centres = scale * (-np.einsum("nji,nj->ni", self.R[reg], self.t[reg])) @ rotation.T + translation
+        self.R[reg] = self.R[reg] @ rotation.T
+        self.t[reg] = -np.einsum("nij,nj->ni", self.R[reg], centres)
+        self.xyz[self.valid] = scale * self.xyz[self.valid] @ rotation.T + translation
 
     def run(self) -> MapperResult:
         if self.T == 0:
@@ -468,13 +562,18 @@ class IncrementalMapper:
                     init = self.initialize(taken)
                 except NoInitialPair:
                     break
+            elif self.seed is not None:
+                init = self.initialize_from_poses(self.seed)
             else:
                 init = self.initialize(taken)
-            self.inliers[[init.image1, init.image2]] = init.num_inliers
-            self.reasons[init.image1] = self.reasons[init.image2] = ""
-            self._report(f"model {len(models) + 1}: initial pair {init.image1}-{init.image2}: "
-                         f"{int(self.valid.sum())} points", taken)
-            self._grow(taken)
+            if not (self.seed is not None and not models):
+                self.inliers[[init.image1, init.image2]] = init.num_inliers
+                self.reasons[init.image1] = self.reasons[init.image2] = ""
+            how = (f"seeded by {int(self.registered.sum())} posed images" if self.seed is not None and not models
+                   else f"initial pair {init.image1}-{init.image2}")
+            self._report(f"model {len(models) + 1}: {how}: {int(self.valid.sum())} points", taken)
+            self._notify(len(models) + 1)
+            self._grow(taken, len(models) + 1)
             models.append(self._model(init))
             taken |= self.registered
             if not self.opts.multiple_models or len(models) >= self.opts.max_num_models or (~taken).sum() < 2:
@@ -501,10 +600,7 @@ class IncrementalMapper:
         err = self._errors(obs, self.xyz[self.obs_track[obs]])
         counts = np.diff(ptr)
         mean_err = np.add.reduceat(err, ptr[:-1]) / counts if len(trk) else np.zeros(0)
-        rgb = np.zeros((len(obs), 3))
-        for i in range(self.n):
-            s = self.obs_image[obs] == i
-            rgb[s] = self.rgb[i][self.obs_kp[obs[s]]]
+        rgb = self.obs_rgb[obs].astype(np.float64)
         mean_rgb = (np.add.reduceat(rgb, ptr[:-1], axis=0) / counts[:, None]) if len(trk) else np.zeros((0, 3))
         poses = [Rigid3d.from_rotation(self.R[i], self.t[i]) if self.registered[i] else None for i in range(self.n)]
         return ModelResult(self.registered.copy(), poses, list(self.cameras), self.xyz[trk].copy(),

@@ -1,8 +1,11 @@
 """Pair selection (exhaustive, sequential with a window) and descriptor matching.
 
-SIFT descriptors are unit-norm float32 (RootSIFT): FLANN kd-trees (or brute force L2) with the two
-nearest neighbours, Lowe's ratio test and a mutual nearest-neighbour check. Binary descriptors (ORB,
-AKAZE: (N, 32) uint8) go to geometry.matching's numba Hamming brute force with the same three checks.
+SIFT descriptors are unit-norm float32 (RootSIFT): exact nearest neighbours from one BLAS matrix product
+per pair (|a - b|^2 = 2 - 2 a.b for unit vectors; default) or FLANN kd-trees (approximate), with the two
+nearest neighbours, Lowe's ratio test and a mutual nearest-neighbour check. Measured on KITTI frames
+(~3000 features) on the loaded 2-core machine: the product and one pass over it take ~0.1 s a pair, FLANN
+with 64 checks ~0.35 s (it searches twice: forward and back for the mutual check) and finds fewer.
+Binary descriptors (ORB, AKAZE: (N, 32) uint8) go to geometry.matching's numba Hamming brute force with the same three checks.
 """
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from numba import njit
 
 from geometry.matching import match_brute_force
 from scene.progress import Cancelled
@@ -27,7 +31,7 @@ class MatchingOptions:
     max_distance: float = 0.7       # L2 distance between unit descriptors (COLMAP's default)
     max_hamming_distance: int = 64  # binary descriptors: bits of 256
     min_num_matches: int = 15       # pairs with fewer matches are dropped
-    exact: bool = False             # True: brute force L2 (exact, ~100x slower); False: FLANN kd-trees
+    exact: bool = True              # True: exact, by a matrix product (BLAS); False: FLANN kd-trees (approximate)
     flann_trees: int = 4
     flann_checks: int = 64
 
@@ -42,20 +46,53 @@ def sequential_pairs(n: int, window: int) -> list[tuple[int, int]]:
     return [(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + window))]
 
 
-def _best_two(matcher, query: np.ndarray, train: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per query row: index of nearest train row, its distance, and the second distance (inf if none)."""
-    n = len(query)
-    nn = np.full(n, -1, np.int64)
-    d1 = np.full(n, np.inf)
-    d2 = np.full(n, np.inf)
-    for row in matcher.knnMatch(query, train, k=2):
-        if not row:
-            continue
-        q = row[0].queryIdx
-        nn[q], d1[q] = row[0].trainIdx, row[0].distance
-        if len(row) > 1:
-            d2[q] = row[1].distance
-    return nn, d1, d2
+_BLOCK_ROWS = 2048  # rows of the similarity matrix held at once: 2048 x 8192 float32 = 64 MB
+
+
+@njit(cache=True)
+def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx):
+    """Per row of ``sim`` (rows row0..): the best and second-best similarity and the best column; per column the
+    best similarity and its row over all blocks seen so far. One pass over the block."""
+    n_rows, n_cols = sim.shape
+    for r in range(n_rows):
+        b1 = -2.0
+        b2 = -2.0
+        i1 = -1
+        for c in range(n_cols):
+            v = sim[r, c]
+            if v > b1:
+                b2 = b1
+                b1 = v
+                i1 = c
+            elif v > b2:
+                b2 = v
+            if v > best_col_sim[c]:
+                best_col_sim[c] = v
+                best_col_idx[c] = row0 + r
+        best_row_sim[row0 + r] = b1
+        best_row_idx[row0 + r] = i1
+        second_row_sim[row0 + r] = b2
+
+
+def _exact_best_two(desc1: np.ndarray, desc2: np.ndarray):
+    """(nn12, d1, d2, nn21): exact nearest neighbour of each desc1 row in desc2 with its L2 distance and the
+    second distance, and the nearest desc1 row of each desc2 row (for the mutual check)."""
+    a = np.ascontiguousarray(desc1, np.float32)
+    b = np.ascontiguousarray(desc2, np.float32)
+    n1, n2 = len(a), len(b)
+    best_sim = np.full(n1, -2.0, np.float32)
+    best_idx = np.full(n1, -1, np.int64)
+    second_sim = np.full(n1, -2.0, np.float32)
+    col_sim = np.full(n2, -2.0, np.float32)
+    col_idx = np.full(n2, -1, np.int64)
+    bt = np.ascontiguousarray(b.T)
+    for row0 in range(0, n1, _BLOCK_ROWS):
+        sim = a[row0:row0 + _BLOCK_ROWS] @ bt
+        _best_two_of_block(sim, row0, best_sim, best_idx, second_sim, col_sim, col_idx)
+    # Unit vectors: |a - b|^2 = 2 - 2 a.b (clipped: rounding can make it slightly negative).
+    d1 = np.sqrt(np.maximum(2.0 - 2.0 * best_sim.astype(np.float64), 0.0))
+    d2 = np.where(second_sim > -2.0, np.sqrt(np.maximum(2.0 - 2.0 * second_sim.astype(np.float64), 0.0)), np.inf)
+    return best_idx, d1, d2, col_idx
 
 
 def _flann_index(desc: np.ndarray, opts: MatchingOptions):
@@ -82,8 +119,7 @@ def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, options: MatchingOpt
         pairs, _ = match_brute_force(desc1, desc2, opts.ratio, opts.mutual, opts.max_hamming_distance)
         return pairs
     if opts.exact:
-        matcher = cv2.BFMatcher(cv2.NORM_L2, crossCheck=False)
-        nn12, d1, d2 = _best_two(matcher, desc1, desc2)
+        nn12, d1, d2, nn21 = _exact_best_two(desc1, desc2)
     else:
         index2 = index2 if index2 is not None else _flann_index(desc2, opts)
         nn, dist = _flann_knn(index2, desc1, 2, opts)
@@ -93,7 +129,7 @@ def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, options: MatchingOpt
         # Mutual check: only the candidates' nearest neighbour back is needed.
         cand = np.flatnonzero(keep)
         if opts.exact:
-            back = np.array([m[0].trainIdx for m in cv2.BFMatcher(cv2.NORM_L2).knnMatch(desc2[nn12[cand]], desc1, k=1)])
+            back = nn21[nn12[cand]]
         else:
             index1 = index1 if index1 is not None else _flann_index(desc1, opts)
             back = _flann_knn(index1, desc2[nn12[cand]], 1, opts)[0][:, 0]

@@ -22,7 +22,7 @@ import logging
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Optional
+from typing import Callable, Optional
 
 import numpy as np
 
@@ -53,6 +53,13 @@ class SfmOptions:
     calib_path: Optional[str] = None
     refine_intrinsics: Optional[bool] = None  # None: refine when the intrinsics are EXIF values or a guess
     outlier_removal: Optional[OutlierRemovalOptions] = None  # None: the clouds hold every 3D point
+    # Live growth (GUI): called after a model starts and after every registration with plain arrays:
+    # {"model": 1-based model number in start order, "registered_image_indices": input positions,
+    #  "world_from_cam": [4 x 4 per registered image], "points_xyz": (M, 3), "points_rgb": (M, 3) uint8}.
+    on_model_changed: Optional[Callable[[dict], None]] = None
+    # A Scene whose images hold poses (e.g. SLAM keyframes): start the first model from those poses instead
+    # of an initial pair (they are refined by bundle adjustment; the rest register incrementally).
+    seed_from_poses: bool = False
 
 
 @dataclass
@@ -135,6 +142,14 @@ def run(scene_or_images, options: SfmOptions | None = None, progress=None) -> Sf
     if len(ids) < 2:
         raise NoInitialPair(f"SfM needs at least two readable images, got {len(ids)}")
     images = [scene.images[i] for i in ids]
+    seed = None
+    if opts.seed_from_poses:
+        seed = [im.cam_from_world for im in images]
+        n_posed = sum(p is not None for p in seed)
+        if n_posed < 2:
+            _warn(warnings, f"seed_from_poses: only {n_posed} of the {len(images)} images have a pose (need 2); "
+                            f"starting from an initial pair instead")
+            seed = None
     names = [im.name for im in images]
     cam_ids = sorted({im.camera_id for im in images})
     cameras = [scene.cameras[c] for c in cam_ids]
@@ -183,7 +198,8 @@ def run(scene_or_images, options: SfmOptions | None = None, progress=None) -> Sf
             raise NoInitialPair(explain_no_overlap(names, match_counts, inlier_counts, opts.matching.min_num_matches,
                                                    opts.verification.min_num_inliers))
         result = IncrementalMapper(cameras, image_camera, keypoints, [f.rgb for f in usable], scales, graph, mopts,
-                                   progress, names=names).run()
+                                   progress, names=names, on_model_changed=opts.on_model_changed,
+                                   seed_cams_from_world=seed).run()
     except NoInitialPair as exc:
         if flat and "homography" not in str(exc):
             exc.args = (f"{exc} ({flat})",)

@@ -18,6 +18,7 @@ from sfm.pipeline import SfmOptions, run
 from sfm.verification import PairGeometry
 
 SCEAUX = Path(__file__).resolve().parents[2] / "shared" / "data" / "sceaux_castle" / "images"
+SACRE_COEUR = Path(__file__).resolve().parents[2] / "shared" / "data" / "hloc_sacre_coeur" / "mapping"
 
 
 # --- small units ------------------------------------------------------------------------------
@@ -323,3 +324,167 @@ def test_per_image_details_for_the_table(demo_run):
         assert r.image_model[i] == 1 and r.image_inliers[i] >= 30
         assert 0 < r.image_errors[i] < 1.0
     assert r.reconstructions[0].image_ids == sorted(r.image_ids)
+
+
+# --- hooks: live growth and seeding from SLAM poses ---------------------------------------------
+
+def _demo_scene(demo) -> Scene:
+    """The demo's images in a Scene, unposed, with the demo's calibration (as the GUI builds it)."""
+    from scene.io.calibration import add_source_to_scene, load_calibration
+    from scene.io.sources import open_source
+
+    scene = Scene()
+    src = open_source(demo.root / "images")
+    add_source_to_scene(scene, src, load_calibration(demo.calib, image_size=src.original_size))
+    return scene
+
+
+@pytest.fixture(scope="module")
+def seeded_run(demo_run):
+    """Every 4th demo frame posed as a SLAM run would pose them: ground truth with small noise (0.3 deg,
+    0.5 % of the path extent), in a scaled and moved world frame (monocular SLAM has its own)."""
+    from geometry.lie import so3_exp
+    from scene.rigid import Rigid3d
+
+    demo, opts, _, _, _ = demo_run
+    scene = _demo_scene(demo)
+    ids = sorted(scene.images)
+    rng = np.random.default_rng(3)
+    centres = np.array([p.translation for p in demo.world_from_cam])
+    extent = np.ptp(centres, axis=0).max()
+    slam_scale, slam_shift = 0.37, np.array([1.0, -2.0, 0.5])
+    posed = {}
+    for k in range(0, len(ids), 4):
+        gt = demo.world_from_cam[k]
+        rotation = so3_exp(rng.normal(0, np.radians(0.3) / np.sqrt(3), 3)) @ gt.rotation
+        centre = gt.translation + rng.normal(0, 0.005 * extent / np.sqrt(3), 3)
+        world_from_cam = Rigid3d.from_rotation(rotation, slam_scale * centre + slam_shift)
+        posed[ids[k]] = world_from_cam.inverse()
+    scene.set_poses(posed)
+    snapshots = []
+    progress = RecordingProgress()
+    # Window 4 (the demo run uses 8): the seed needs no long baselines, and it halves matching time.
+    seeded_opts = SfmOptions(features=opts.features, matching=MatchingOptions(method="sequential", window=4),
+                             calib_path=opts.calib_path, seed_from_poses=True, on_model_changed=snapshots.append)
+    result = run(scene, seeded_opts, progress)
+    return demo, posed, result, snapshots, progress, (slam_scale, slam_shift)
+
+
+def test_seeding_from_poses_keeps_their_frame_and_matches_ground_truth(seeded_run):
+    demo, posed, r, _, progress, (slam_scale, slam_shift) = seeded_run
+    assert r.registered == r.num_images == 24 and r.models == 1
+    assert r.mean_reprojection_error_px < 1.0
+    assert any("seeded by 6 posed images" in m for s, d, t, m in progress.reports if s == "map")
+    ims = [r.scene.images[i] for i in r.image_ids]
+    est_c = np.array([im.cam_from_world.center() for im in ims])
+    gt_c = np.array([p.translation for p in demo.world_from_cam])
+    extent = np.ptp(gt_c, axis=0).max()
+    # The seed's world frame is kept: the seeded cameras stay within their noise of where SLAM put them.
+    for image_id, cam_from_world in posed.items():
+        moved = np.linalg.norm(r.scene.images[image_id].cam_from_world.center() - cam_from_world.center())
+        assert moved < 0.02 * slam_scale * extent
+    # After Sim(3) alignment every camera matches ground truth (better than the seed noise of 0.5 %).
+    R, t, s = umeyama(est_c, gt_c)
+    assert abs(s * slam_scale - 1.0) < 0.02
+    aligned = s * est_c @ R.T + t
+    assert np.linalg.norm(aligned - gt_c, axis=1).max() < 0.01 * extent
+    for im, gt in zip(ims, demo.world_from_cam):
+        world_from_cam = R @ im.cam_from_world.rotation.T
+        cos = (np.trace(world_from_cam.T @ gt.rotation) - 1) / 2
+        assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 0.5
+
+
+def test_live_growth_snapshots(seeded_run):
+    _, posed, r, snapshots, _, _ = seeded_run
+    # One at the start of the model (the 6 seeded images), one per registration (18), one after the final BA.
+    assert len(snapshots) == 1 + 18 + 1
+    counts = [len(s["registered_image_indices"]) for s in snapshots]
+    assert counts[0] == len(posed) and counts[1:-1] == list(range(7, 25)) and counts[-1] == 24
+    seeded = sorted(r.image_ids.index(i) for i in posed)
+    assert snapshots[0]["registered_image_indices"].tolist() == seeded
+    for s in snapshots:
+        assert s["model"] == 1
+        assert len(s["world_from_cam"]) == len(s["registered_image_indices"])
+        assert all(m.shape == (4, 4) and np.allclose(m[3], [0, 0, 0, 1]) for m in s["world_from_cam"])
+        assert s["points_xyz"].shape == s["points_rgb"].shape and s["points_rgb"].dtype == np.uint8
+        assert len(s["points_xyz"]) > 100
+    # The last snapshot is the final model.
+    last = snapshots[-1]
+    assert len(last["points_xyz"]) == r.num_points
+    for k, m in zip(last["registered_image_indices"], last["world_from_cam"]):
+        assert np.allclose(m, r.scene.images[r.image_ids[k]].cam_from_world.inverse().matrix(), atol=1e-9)
+
+
+def test_seeding_without_enough_poses_falls_back_with_a_warning(demo_run, caplog):
+    demo, opts, _, _, _ = demo_run
+    scene = _demo_scene(demo)
+    with caplog.at_level("WARNING", logger="sfm.pipeline"), pytest.raises(Cancelled):
+        # Stopped as extraction starts: only the decision made before it is under test.
+        run(scene, SfmOptions(features=opts.features, matching=opts.matching, seed_from_poses=True),
+            _StopAtStage("extract"))
+    assert "seed_from_poses: only 0 of the 24 images have a pose (need 2)" in caplog.text
+
+
+# --- unknown intrinsics: focal and radial distortion refined (COLMAP's SIMPLE_RADIAL default) ---------
+
+def _synthetic_tracks(camera, n_images=6, n_points=400, seed=0):
+    """Keypoints (index = point index) of random points seen by cameras on an arc, and verified pairs."""
+    from geometry.camera_models import project
+    from scene.rigid import Rigid3d
+
+    rng = np.random.default_rng(seed)
+    points = rng.uniform([-1.5, -1.0, 4.0], [1.5, 1.0, 7.0], (n_points, 3))
+    poses = []
+    for k in range(n_images):
+        angle = np.radians(-12 + 24 * k / (n_images - 1))
+        rotation = np.array([[np.cos(angle), 0, -np.sin(angle)], [0, 1, 0], [np.sin(angle), 0, np.cos(angle)]])
+        centre = np.array([5.5 * np.sin(angle), 0.0, 5.5 - 5.5 * np.cos(angle)])
+        poses.append(Rigid3d.from_rotation(rotation, -rotation @ centre))
+    keypoints = [project(camera, pose.apply(points)) for pose in poses]
+    pairs = []
+    for i in range(n_images):
+        for j in range(i + 1, n_images):
+            rel = poses[j] * poses[i].inverse()
+            rel = Rigid3d(rel.quat_wxyz, rel.translation / np.linalg.norm(rel.translation))
+            idx = np.arange(n_points)
+            pairs.append(PairGeometry(i, j, np.column_stack((idx, idx)), "essential", n_points, n_points, 0.1, rel,
+                                      float(np.degrees(np.radians(24 * (j - i) / (n_images - 1)))), n_points))
+    return keypoints, pairs, poses
+
+
+@pytest.mark.parametrize("refine_distortion", [True, False])
+def test_unknown_intrinsics_refine_focal_and_radial_distortion(refine_distortion):
+    from scene.camera import Camera
+    from sfm.mapper import IncrementalMapper, MapperOptions
+
+    truth = Camera(1, "SIMPLE_RADIAL", 1000, 750, np.array([900.0, 500.0, 375.0, -0.08]), intrinsics_source="calib")
+    keypoints, pairs, _ = _synthetic_tracks(truth)
+    guess = Camera(1, "SIMPLE_RADIAL", 1000, 750, np.array([1200.0, 500.0, 375.0, 0.0]), intrinsics_source="guess")
+    opts = MapperOptions(refine_intrinsics=True, refine_distortion=refine_distortion, init_min_tri_angle_deg=4.0)
+    rgb = [np.zeros((len(k), 3), np.uint8) for k in keypoints]
+    r = IncrementalMapper([guess], np.zeros(6, np.int64), keypoints, rgb, [1.0] * 6, pairs, opts).run()
+    assert r.registered.all()
+    focal, _, _, k1 = r.cameras[0].params
+    error = float(np.average(r.points_error, weights=np.diff(r.track_ptr)))
+    if refine_distortion:
+        # Noise-free observations: the true focal length and k1 come back and the error vanishes.
+        assert abs(focal - 900.0) < 0.01 and abs(k1 + 0.08) < 1e-5
+        assert error < 1e-4
+    else:
+        assert k1 == 0.0 and error > 0.2  # the unmodelled distortion stays in the residuals
+
+
+# --- internet photos: ten cameras of unknown intrinsics ------------------------------------------------
+
+def test_sacre_coeur_registers_every_photo_with_refined_intrinsics(tmp_path):
+    """hloc's Sacre Coeur: 10 photos from 10 different cameras (mixed sizes, no usable EXIF): each gets its
+    guessed SIMPLE_RADIAL camera, refined by BA; pycolmap 4.2.1 registers 10 at 0.32 px."""
+    if not SACRE_COEUR.is_dir():
+        pytest.skip(f"{SACRE_COEUR} is absent")
+    r = run(SACRE_COEUR, SfmOptions(features=FeatureOptions(cache_dir=str(tmp_path / "cache"))))
+    assert r.registered == r.num_images == 10 and r.models == 1
+    assert r.mean_reprojection_error_px < 0.42
+    cameras = [r.scene.cameras[r.scene.images[i].camera_id] for i in r.image_ids]
+    assert len({c.camera_id for c in cameras}) == 10
+    assert all(c.model == "SIMPLE_RADIAL" and c.intrinsics_source == "guess" for c in cameras)
+    assert any(c.params[3] != 0.0 for c in cameras)  # k1 refined
