@@ -19,6 +19,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from . import view_geometry as vg
+from .live_overlay import overlay_gl_options
 from .nerf_worker import (OutputProcess, TrainingWorker, TrainJob, TrainSnapshot, camera_fields, camera_sets,
                           load_import, path_poses, pose_fields, read_run_record, run_dir_of, training_scene)
 
@@ -39,13 +40,6 @@ CAMERA_SOURCES = (("sfm", "Scene cameras (SfM / imported)"), ("slam", "SLAM keyf
                   ("file", "transforms.json / COLMAP model…"))
 PATH_KINDS = (("orbit", "Orbit around the scene centre"), ("slam", "Along the SLAM trajectory"),
               ("sfm", "Along the SfM cameras"), ("between", "Between chosen cameras"))
-
-
-def _overlay_gl_options() -> dict:
-    from OpenGL import GL  # drawn over the scene: the path must stay visible inside a dense cloud
-
-    return {GL.GL_DEPTH_TEST: False, GL.GL_BLEND: True, GL.GL_CULL_FACE: False,
-            "glBlendFunc": (GL.GL_SRC_ALPHA, GL.GL_ONE_MINUS_SRC_ALPHA)}
 
 
 def _fmt_duration(seconds: Optional[float]) -> str:
@@ -104,7 +98,7 @@ class PathOverlay:
         item = self._items.get(name)
         if item is None:
             item = gl.GLLinePlotItem(pos=pos, color=PATH_RGBA, width=width, mode=mode, antialias=True)
-            item.setGLOptions(_overlay_gl_options())
+            item.setGLOptions(overlay_gl_options())
             item.setDepthValue(10)
             self.view.gl.addItem(item)
             self._items[name] = item

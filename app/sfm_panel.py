@@ -21,6 +21,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from .frame_browser import KP_TRIANGULATED, KP_UNMATCHED, FrameLoader
+from .live_overlay import LiveMapOverlay
 from .sfm_worker import PIPELINE_STAGES, PRESETS, SfmProgress, SfmRequest, SfmSummary, SfmWorker, supports
 
 log = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ class SfmPanel(QtWidgets.QWidget):
         self._waiting_image: Optional[int] = None
         self.loader = FrameLoader(self)
         self.loader.loaded.connect(self._on_pixels)
+        self.live = LiveMapOverlay(window.view)  # the model as it grows, until the result lands in the scene
+        self._drawn_model: Optional[dict] = None
         self._build()
         window.document.about_to_load.connect(self._on_about_to_load)
         window.document.loaded.connect(self._update_source)
@@ -450,6 +453,7 @@ class SfmPanel(QtWidgets.QWidget):
             worker.deleteLater()
             self._message("Cancelled: the scene changed")
         self.loader.cancel()
+        self._clear_live()
         self._set_running(False)
 
     def _on_about_to_load(self) -> None:
@@ -463,6 +467,7 @@ class SfmPanel(QtWidgets.QWidget):
         self.worker = None
         worker.wait()
         worker.deleteLater()
+        self._clear_live()
         self._set_running(False)
         return True
 
@@ -532,7 +537,29 @@ class SfmPanel(QtWidgets.QWidget):
             title = STAGE_TITLES.get(progress.current, progress.current)
             self._message(f"{title}: {current.message}" if current.message else title)
         self.elapsed_label.setText(f"{progress.elapsed_s:.1f} s")
+        if progress.live_model is not None and progress.live_model is not self._drawn_model:
+            self._draw_live(progress.live_model)
         self.progress_applied.emit(progress)
+
+    def _draw_live(self, model: dict) -> None:
+        """The model as registered so far: its points in their colours and its cameras as frusta."""
+        from types import SimpleNamespace
+
+        self._drawn_model = model
+        world_from_cam = np.asarray(model["world_from_cam"], dtype=np.float64).reshape(-1, 4, 4)
+        rgb = np.asarray(model["points_rgb"], dtype=np.float32).reshape(-1, 3) / 255.0
+        self.live.update(SimpleNamespace(
+            points_xyz=np.asarray(model["points_xyz"], dtype=np.float64).reshape(-1, 3),
+            points_rgba=np.hstack([rgb, np.ones((len(rgb), 1), np.float32)]),
+            trajectory=np.zeros((0, 3)), keyframe_centers=world_from_cam[:, :3, 3],
+            keyframe_rot=world_from_cam[:, :3, :3], current_rot=None, current_center=None, aligned_to_gt=False))
+
+    def _clear_live(self) -> None:
+        self._drawn_model = None
+        self.live.clear()
+
+    def live_item_names(self) -> list[str]:
+        return self.live.item_names()
 
     # --- drawing: results ----------------------------------------------------------------------
     def _clear_results(self) -> None:

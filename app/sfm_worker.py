@@ -64,18 +64,17 @@ def sfm_options(request: SfmRequest):
 
     if request.preset not in PRESETS:
         raise ValueError(f"unknown SfM preset {request.preset!r}; known: {', '.join(PRESETS)}")
-    features, mapper, checks = FeatureOptions(), MapperOptions(), MatchingOptions().flann_checks
+    features, mapper, matching = FeatureOptions(), MapperOptions(), MatchingOptions()
     if request.preset == "fast":  # smaller images, fewer features, shorter bundle adjustments
         features = replace(features, max_image_size=1000, max_num_features=2048)
         mapper = replace(mapper, local_ba_max_iterations=10, global_ba_max_iterations=25)
-        checks = 32
-    elif request.preset == "accurate":  # more features, more exact neighbours, longer bundle adjustments
+        matching = replace(matching, exact=False, flann_checks=32)  # approximate neighbours: faster, a few fewer
+    elif request.preset == "accurate":  # more features and larger images, longer bundle adjustments
         features = replace(features, max_image_size=2400, max_num_features=16384)
         mapper = replace(mapper, local_ba_max_iterations=50, global_ba_max_iterations=100)
-        checks = 256
     if request.detector != "sift" and supports(FeatureOptions, "detector"):
         features = replace(features, detector=request.detector)
-    matching = MatchingOptions(method=request.matcher, window=max(1, int(request.window)), flann_checks=checks)
+    matching = replace(matching, method=request.matcher, window=max(1, int(request.window)))
     options = SfmOptions(features=features, matching=matching, mapper=mapper)
     if request.remove_outliers and supports(SfmOptions, "outlier_removal"):
         from sfm.cloud import OutlierRemovalOptions
@@ -220,6 +219,7 @@ class SfmProgress:
     current: str
     elapsed_s: float
     running: bool
+    live_model: Optional[dict] = None  # the growing model (sfm's on_model_changed dict), newest only
 
 
 @dataclass(frozen=True)
@@ -351,6 +351,7 @@ class SfmWorker(QtCore.QThread):
         self._stages: dict[str, StageState] = {}
         self._stage_start: dict[str, float] = {}
         self._current = ""
+        self._live_model: Optional[dict] = None
         self._t0 = time.perf_counter()
         self._running = True
         self._pending = False
@@ -380,12 +381,22 @@ class SfmWorker(QtCore.QThread):
     def should_stop(self) -> bool:
         return self._stop.is_set()
 
+    def model_changed(self, model: dict) -> None:
+        """sfm's on_model_changed (worker thread): keep only the newest model; the GUI draws it throttled."""
+        with self._lock:
+            self._live_model = model
+            if self._pending:
+                return
+            self._pending = True
+        self._poke.emit()
+
     def request_stop(self) -> None:
         self._stop.set()
 
     def latest(self) -> SfmProgress:
         with self._lock:
-            return SfmProgress(dict(self._stages), self._current, time.perf_counter() - self._t0, self._running)
+            return SfmProgress(dict(self._stages), self._current, time.perf_counter() - self._t0, self._running,
+                               self._live_model)
 
     # --- delivery (GUI thread) ------------------------------------------------------------------
     def _schedule(self) -> None:
@@ -453,7 +464,7 @@ class SfmWorker(QtCore.QThread):
         intrinsics_used = tuple(c.describe() for c in work.cameras.values())
         log.info("SfM on %d of %d frames, %s matching, %s preset; intrinsics: %s", len(_chosen), len(pool),
                  request.matcher, request.preset, "; ".join(intrinsics_used))
-        result = run_pipeline(work, options, self)
+        result = run_pipeline(work, replace(options, on_model_changed=self.model_changed), self)
         summary = summarize(request, result, work, intrinsics_used)
         # Past this point the run is complete: a late Cancel no longer applies (the merge is one quick update).
         merge_into(base, work, pool)

@@ -104,6 +104,7 @@ def test_sfm_dock_is_in_the_view_menu_and_presets_map_to_options(window):
     assert fast.features.max_num_features < default.features.max_num_features < accurate.features.max_num_features
     assert fast.mapper.global_ba_max_iterations < accurate.mapper.global_ba_max_iterations
     assert default.matching.method == "sequential" and default.matching.window == 7
+    assert not fast.matching.exact and default.matching.exact and accurate.matching.exact
     with pytest.raises(ValueError, match="preset"):
         sfm_options(SfmRequest(preset="ultra"))
     # Choices sfm/ offers (a detector, outlier removal) are shown and passed on; absent ones are hidden.
@@ -126,9 +127,22 @@ def test_run_on_a_folder_fills_table_histogram_and_view(window, qtbot, image_set
                                  matcher="exhaustive", preset="default"))
     assert panel.run_button.isEnabled()
     seen: list = []
-    panel.progress_applied.connect(seen.append)
+    live: list = []
+
+    def watch(progress):
+        seen.append(progress)
+        if progress.live_model is not None and progress.running:  # drawn as it grows, before the scene has it
+            live.append((len(progress.live_model["registered_image_indices"]), panel.live_item_names(),
+                         len(window.scene.points)))
+
+    panel.progress_applied.connect(watch)
     assert run_to_end(qtbot, panel) == "succeeded"
     s = panel.summary
+
+    # The 3D view grew live: the overlay showed points and cameras while images registered, then gave way.
+    assert live and all({"points", "keyframes"} <= set(names) for _, names, _ in live)
+    assert min(n for n, _, _ in live) < FRAMES and all(points == 0 for _, _, points in live)
+    assert panel.live_item_names() == []
 
     # Per-stage progress reached the end of every stage, and arrived while the run went.
     assert any(p.running for p in seen)
