@@ -29,7 +29,10 @@ class InitOptions:
     min_matches: int = 100
     window_px: float = 100.0
     min_median_disparity_px: float = 5.0
-    two_view: TwoViewOptions = field(default_factory=lambda: TwoViewOptions(estimate_fundamental=False))
+    # ORB-SLAM's test (>= 50 points triangulated above 1 degree) with a softer median: under forward motion
+    # (KITTI) the far points keep the median angle low long after the near ones are well triangulated.
+    two_view: TwoViewOptions = field(default_factory=lambda: TwoViewOptions(estimate_fundamental=False,
+                                                                            min_median_angle_deg=0.5))
 
 
 @dataclass

@@ -7,6 +7,7 @@ the path length; no drift and no re-initialisation while the camera stands still
 from __future__ import annotations
 
 import functools
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -309,3 +310,36 @@ def test_to_scene_registers_the_opened_frames_instead_of_duplicating_them():
         image_ids, kp_idx = scene.points.track(i)
         for image_id, kp in zip(image_ids, kp_idx):
             assert scene.images[int(image_id)].point3d_ids[kp] == pid
+
+
+# --- real data: KITTI 07, frames 0-79 (forward motion, repeated facades) --------------------------------
+
+KITTI = Path(__file__).resolve().parents[2] / "shared" / "data" / "kitti07_f000_079"
+
+
+@functools.lru_cache(maxsize=None)
+def kitti_run():
+    from scene.io.calibration import resolve_intrinsics
+    from scene.io.sources import open_source
+    from scene.io.trajectory_io import read_trajectory
+
+    source = open_source(KITTI)
+    system = System(resolve_intrinsics(source))
+    results = [system.step(f.image, f.timestamp) for f in source]
+    return system, results, read_trajectory(KITTI / "poses" / "07.txt")
+
+
+@pytest.mark.skipif(not KITTI.is_dir(), reason=f"KITTI excerpt not found at {KITTI}")
+def test_kitti_initializes_within_30_frames_and_tracks_every_frame_after():
+    system, results, _ = kitti_run()
+    assert system.initialized_at_frame is not None and system.initialized_at_frame < 30
+    after = results[system.initialized_at_frame:]
+    assert [r.frame_index for r in after if r.cam_from_world is None] == []
+
+
+@pytest.mark.skipif(not KITTI.is_dir(), reason=f"KITTI excerpt not found at {KITTI}")
+def test_kitti_ate_within_one_percent_of_path():
+    system, results, gt = kitti_run()
+    result = evaluate(estimated_trajectory(system), gt)
+    assert result["ate_percent_of_path"] <= 1.0, result
+    assert result["matched_poses"] >= len(results) - system.initialized_at_frame
