@@ -19,6 +19,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from . import view_geometry as vg
+from .image_plot import image_plot
 from .live_overlay import overlay_gl_options
 from .nerf_worker import (OutputProcess, TrainingWorker, TrainJob, TrainSnapshot, camera_fields, camera_sets,
                           load_import, path_poses, pose_fields, read_run_record, run_dir_of, training_scene)
@@ -335,19 +336,8 @@ class NerfPanel(QtWidgets.QWidget):
         prev.addWidget(self.preview_button)
         layout.addLayout(prev)
 
-        self.preview_view = pg.PlotWidget(page)
-        self.preview_view.setBackground(style.qcolor(style.VIEW_BACKGROUND))
+        self.preview_view, self.preview_item = image_plot(page)
         p = self.preview_view.getPlotItem()
-        p.hideAxis("left")
-        p.hideAxis("bottom")
-        p.setMenuEnabled(False)
-        p.hideButtons()
-        p.setMouseEnabled(False, False)
-        p.vb.setAspectLocked(True)
-        p.vb.invertY(True)
-        p.vb.setDefaultPadding(0.0)
-        self.preview_item = pg.ImageItem(axisOrder="row-major")
-        p.addItem(self.preview_item)
         self.preview_text = pg.TextItem("No preview yet: it needs a checkpoint", color="#8a8f98", anchor=(0.5, 0.5))
         p.addItem(self.preview_text)
         self.preview_view.setMinimumHeight(140)

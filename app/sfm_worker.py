@@ -26,6 +26,8 @@ from typing import Optional
 import numpy as np
 from PyQt6 import QtCore
 
+from .workers import ThrottledDelivery
+
 log = logging.getLogger(__name__)
 
 MIN_PROGRESS_INTERVAL_S = 0.05  # <= 20 redraws a second
@@ -339,7 +341,6 @@ class SfmWorker(QtCore.QThread):
     succeeded = QtCore.pyqtSignal(object)  # SfmSummary, after the model was merged into the scene
     failed = QtCore.pyqtSignal(str)  # message for the user
     cancelled = QtCore.pyqtSignal()
-    _poke = QtCore.pyqtSignal()
 
     def __init__(self, request: SfmRequest, scene, parent: Optional[QtCore.QObject] = None,
                  min_interval_s: float = MIN_PROGRESS_INTERVAL_S):
@@ -354,13 +355,8 @@ class SfmWorker(QtCore.QThread):
         self._live_model: Optional[dict] = None
         self._t0 = time.perf_counter()
         self._running = True
-        self._pending = False
-        self._last_delivery = 0.0
-        self._min_interval_s = min_interval_s
-        self._timer = QtCore.QTimer(self)
-        self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self._deliver)
-        self._poke.connect(self._schedule, QtCore.Qt.ConnectionType.QueuedConnection)
+        self._delivery = ThrottledDelivery(self.latest, self, min_interval_s)
+        self._delivery.delivered.connect(self.progress_ready.emit)
 
     # --- the progress protocol (worker thread) ------------------------------------------------
     def report(self, stage: str, done: int, total: int, message: str = "") -> None:
@@ -373,10 +369,7 @@ class SfmWorker(QtCore.QThread):
             self._stages[stage] = StageState(int(done), int(total), str(message or ""), now - start,
                                              total > 0 and done >= total)
             self._current = stage
-            if self._pending:
-                return
-            self._pending = True
-        self._poke.emit()
+        self._delivery.notify()
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -385,10 +378,7 @@ class SfmWorker(QtCore.QThread):
         """sfm's on_model_changed (worker thread): keep only the newest model; the GUI draws it throttled."""
         with self._lock:
             self._live_model = model
-            if self._pending:
-                return
-            self._pending = True
-        self._poke.emit()
+        self._delivery.notify()
 
     def request_stop(self) -> None:
         self._stop.set()
@@ -397,20 +387,6 @@ class SfmWorker(QtCore.QThread):
         with self._lock:
             return SfmProgress(dict(self._stages), self._current, time.perf_counter() - self._t0, self._running,
                                self._live_model)
-
-    # --- delivery (GUI thread) ------------------------------------------------------------------
-    def _schedule(self) -> None:
-        wait_s = self._min_interval_s - (time.monotonic() - self._last_delivery)
-        if wait_s <= 0:
-            self._deliver()
-        elif not self._timer.isActive():
-            self._timer.start(max(1, int(wait_s * 1000)))
-
-    def _deliver(self) -> None:
-        with self._lock:
-            self._pending = False
-        self._last_delivery = time.monotonic()
-        self.progress_ready.emit(self.latest())
 
     # --- the run (worker thread) ------------------------------------------------------------
     def run(self) -> None:
@@ -439,7 +415,7 @@ class SfmWorker(QtCore.QThread):
             self._running = False
             if self._current in self._stages:
                 self._stages[self._current] = replace(self._stages[self._current], finished=True)
-        self._poke.emit()
+        self._delivery.notify()
 
     def _run(self) -> SfmSummary:
         from scene.progress import Cancelled

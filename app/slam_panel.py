@@ -19,6 +19,7 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
+from .image_plot import image_plot
 from .live_overlay import LiveMapOverlay
 from .slam_worker import SlamSnapshot, SlamWorker
 
@@ -118,19 +119,8 @@ class SlamPanel(QtWidgets.QWidget):
 
         # The current frame with its keypoints.
         self._last_plot_update = 0.0
-        self.image_view = pg.PlotWidget(self)
-        self.image_view.setBackground(style.qcolor(style.VIEW_BACKGROUND))
+        self.image_view, self.image_item = image_plot(self)
         plot = self.image_view.getPlotItem()
-        plot.hideAxis("left")
-        plot.hideAxis("bottom")
-        plot.setMenuEnabled(False)
-        plot.hideButtons()
-        plot.setMouseEnabled(False, False)
-        plot.vb.setAspectLocked(True)
-        plot.vb.invertY(True)
-        plot.vb.setDefaultPadding(0.0)
-        self.image_item = pg.ImageItem(axisOrder="row-major")
-        plot.addItem(self.image_item)
         self.kp_items = {}
         for status, rgb in KP_COLORS.items():
             item = pg.ScatterPlotItem(size=5, pen=None, brush=pg.mkBrush(*rgb, 230), pxMode=True)

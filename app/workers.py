@@ -20,34 +20,78 @@ log = logging.getLogger(__name__)
 MIN_REPORT_INTERVAL_S = 0.05  # 20 Hz
 
 
-class QtProgress(QtCore.QObject):
-    """Thread-safe progress adapter: ``report``/``should_stop`` from any thread, signals on the GUI thread."""
+class ThrottledDelivery(QtCore.QObject):
+    """Newest-only hand-over from any thread to the GUI thread, at most once per ``min_interval_s``.
 
-    progressed = QtCore.pyqtSignal(str, int, int, str)  # stage, done, total, message (throttled, GUI thread)
+    A producer calls ``notify()`` after changing its state (any thread); on the GUI thread ``produce()`` is
+    called and its value, unless None, emitted as ``delivered``. Notifications that arrive while a delivery is
+    on its way are folded into it, so a fast producer never floods the event loop.
+    """
+
+    delivered = QtCore.pyqtSignal(object)
     _poke = QtCore.pyqtSignal()
 
-    def __init__(self, parent: Optional[QtCore.QObject] = None, min_interval_s: float = MIN_REPORT_INTERVAL_S):
+    def __init__(self, produce: Callable[[], Any], parent: Optional[QtCore.QObject] = None,
+                 min_interval_s: float = MIN_REPORT_INTERVAL_S):
         super().__init__(parent)
+        self._produce = produce
         self._lock = threading.Lock()
-        self._latest: Optional[tuple[str, int, int, str]] = None
         self._pending = False
-        self._stop = threading.Event()
         self._min_interval_s = min_interval_s
         self._last_delivery = 0.0
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.timeout.connect(self._deliver)
-        # Queued: report() runs on worker threads, delivery must happen on this object's thread.
+        # Queued: notify() runs on worker threads, delivery must happen on this object's thread.
         self._poke.connect(self._schedule, QtCore.Qt.ConnectionType.QueuedConnection)
+
+    def notify(self) -> None:
+        with self._lock:
+            if self._pending:
+                return  # a delivery is already on its way; it will carry the newest state
+            self._pending = True
+        self._poke.emit()
+
+    def _schedule(self) -> None:
+        wait_s = self._min_interval_s - (time.monotonic() - self._last_delivery)
+        if wait_s <= 0:
+            self._deliver()
+        elif not self._timer.isActive():
+            self._timer.start(max(1, int(wait_s * 1000)))
+
+    def _deliver(self) -> None:
+        with self._lock:
+            self._pending = False
+        value = self._produce()
+        if value is None:
+            return
+        self._last_delivery = time.monotonic()
+        self.delivered.emit(value)
+
+    def flush(self) -> None:
+        """Deliver the newest state now (used when a task ends)."""
+        self._timer.stop()
+        self._deliver()
+
+
+class QtProgress(QtCore.QObject):
+    """Thread-safe progress adapter: ``report``/``should_stop`` from any thread, signals on the GUI thread."""
+
+    progressed = QtCore.pyqtSignal(str, int, int, str)  # stage, done, total, message (throttled, GUI thread)
+
+    def __init__(self, parent: Optional[QtCore.QObject] = None, min_interval_s: float = MIN_REPORT_INTERVAL_S):
+        super().__init__(parent)
+        self._lock = threading.Lock()
+        self._latest: Optional[tuple[str, int, int, str]] = None
+        self._stop = threading.Event()
+        self._delivery = ThrottledDelivery(self.latest, self, min_interval_s)
+        self._delivery.delivered.connect(lambda latest: self.progressed.emit(*latest))
 
     # --- the progress protocol (any thread) ---------------------------------------------
     def report(self, stage: str, done: int, total: int, message: str = "") -> None:
         with self._lock:
             self._latest = (str(stage), int(done), int(total), str(message or ""))
-            if self._pending:
-                return  # a delivery is already on its way; it will carry this newest report
-            self._pending = True
-        self._poke.emit()
+        self._delivery.notify()
 
     def should_stop(self) -> bool:
         return self._stop.is_set()
@@ -64,26 +108,9 @@ class QtProgress(QtCore.QObject):
         with self._lock:
             return self._latest
 
-    # --- GUI thread ---------------------------------------------------------------------
-    def _schedule(self) -> None:
-        wait_s = self._min_interval_s - (time.monotonic() - self._last_delivery)
-        if wait_s <= 0:
-            self._deliver()
-        elif not self._timer.isActive():
-            self._timer.start(max(1, int(wait_s * 1000)))
-
-    def _deliver(self) -> None:
-        with self._lock:
-            latest, self._pending = self._latest, False
-        if latest is None:
-            return
-        self._last_delivery = time.monotonic()
-        self.progressed.emit(*latest)
-
     def flush(self) -> None:
         """Deliver the newest report now (used when a task ends)."""
-        self._timer.stop()
-        self._deliver()
+        self._delivery.flush()
 
 
 class Worker(QtCore.QThread):
