@@ -253,6 +253,13 @@ def bench_sfm(runs: int, work: Path, only_sets) -> list[str]:
     return markdown_section(rows, runs)
 
 
+def bench_nerf(work: Path, scale: float) -> list[str]:
+    from bench.nerf_bench import Options, markdown_section, run_all
+
+    rows = run_all(work / "nerf", Options(scale=scale), log=lambda m: print(m, flush=True))
+    return markdown_section(rows)
+
+
 def replace_section(path: Path, title: str, section: list[str]) -> None:
     """Put ``section`` (starting with ``title``) into an existing report in place of the old one, keeping the
     rest; appended before the agreement notes when the report has no such section yet."""
@@ -272,18 +279,21 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
-    parser.add_argument("--only", choices=["foundation", "slam", "sfm"], default=None,
-                        help="run one group; --only slam|sfm rewrites just that section of --out")
+    parser.add_argument("--only", choices=["foundation", "slam", "sfm", "nerf"], default=None,
+                        help="run one group; --only slam|sfm|nerf rewrites just that section of --out")
     parser.add_argument("--sfm-sets", nargs="*", default=None,
                         choices=["sceaux", "kermit", "sacre_coeur", "fox", "lego", "kitti"],
                         help="SfM data sets to run (default: all)")
     parser.add_argument("--pycolmap-frames", type=int, default=60,
                         help="frames per sequence given to pycolmap (offline and slow on 2 cores); 0 = all")
+    parser.add_argument("--nerf-scale", type=float, default=1.0,
+                        help="multiply every NeRF training duration (smoke runs: 0.01)")
     args = parser.parse_args(argv)
     sections: dict[str, list[dict]] = {}
     notes: list[str] = []
     slam_lines: list[str] = []
     sfm_lines: list[str] = []
+    nerf_lines: list[str] = []
     pycolmap_frames = args.pycolmap_frames or None
     with tempfile.TemporaryDirectory(prefix="parallax-bench-") as tmp:
         work = Path(tmp)
@@ -307,14 +317,20 @@ def main(argv=None) -> int:
         if args.only in (None, "sfm"):
             print("SfM ...", flush=True)
             sfm_lines = bench_sfm(args.runs, work, args.sfm_sets)
+        if args.only in (None, "nerf"):
+            print("NeRF ...", flush=True)
+            nerf_lines = bench_nerf(work, args.nerf_scale)
     out = Path(args.out)
     if args.only == "slam":
         replace_section(out, SLAM_TITLE, slam_lines)
     elif args.only == "sfm":
         from bench.sfm_bench import TITLE as SFM_TITLE
         replace_section(out, SFM_TITLE, sfm_lines)
+    elif args.only == "nerf":
+        from bench.nerf_bench import TITLE as NERF_TITLE
+        replace_section(out, NERF_TITLE, nerf_lines)
     else:
-        write_report(out, sections, notes, args.runs, extra=slam_lines + sfm_lines)
+        write_report(out, sections, notes, args.runs, extra=slam_lines + sfm_lines + nerf_lines)
     print(out.read_text())
     return 0
 

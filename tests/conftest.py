@@ -46,3 +46,38 @@ class _SkipsFail:
             reason = report.longrepr[2] if isinstance(report.longrepr, tuple) else str(report.longrepr)
             report.outcome = "failed"
             report.longrepr = f"skipped under PARALLAX_NO_SKIPS=1 (CI has every dependency and data set): {reason}"
+
+
+# --- GUI fixtures (pytest-qt; run under xvfb-run) ------------------------------------------------
+
+@pytest.fixture(scope="session")
+def qapp():
+    """The application, created as the GUI creates it (style, fonts), once per session."""
+    from app.gui import create_application
+
+    return create_application([])
+
+
+@pytest.fixture
+def main_window(qtbot, tmp_path, monkeypatch):
+    """A shown 1600x1000 MainWindow with its settings in a temporary folder; every tab's worker is stopped
+    at the end."""
+    from app.main_window import MainWindow
+    from app.settings import SETTINGS_DIR_ENV
+
+    settings = tmp_path / "settings"
+    settings.mkdir()
+    monkeypatch.setenv(SETTINGS_DIR_ENV, str(settings))
+    win = MainWindow(confirm_discard=False)
+    qtbot.addWidget(win)
+    win.resize(1600, 1000)
+    win.show()
+    qtbot.waitExposed(win)
+    yield win
+    from PyQt6 import sip
+
+    if sip.isdeleted(win):  # a test closed it
+        return
+    for name in ("slam_panel", "sfm_panel", "nerf_panel"):
+        if getattr(win, name, None) is not None:
+            getattr(win, name).shutdown()

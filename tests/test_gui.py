@@ -68,14 +68,6 @@ def synthetic_scene(image_dir: Path | None = None, with_cloud: bool = True) -> S
     return scene
 
 
-@pytest.fixture(scope="session")
-def qapp():
-    """The application as run_gui creates it (shared GL contexts, dark theme)."""
-    from app.gui import create_application
-
-    return create_application([])
-
-
 @pytest.fixture(autouse=True)
 def temp_settings(tmp_path, monkeypatch):
     folder = tmp_path / "settings"

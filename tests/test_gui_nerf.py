@@ -53,31 +53,14 @@ def posed_scene(demo, image_paths=None):
     return scene
 
 
-@pytest.fixture(scope="session")
-def qapp():
-    from app.gui import create_application
-
-    return create_application([])
-
-
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch, demo):
-    from app.main_window import MainWindow
-
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    monkeypatch.setenv(SETTINGS_DIR_ENV, str(settings))
+def window(main_window, tmp_path, monkeypatch, demo):
     monkeypatch.setenv("PARALLAX_CACHE", str(tmp_path / "cache"))
-    win = MainWindow(confirm_discard=False)
-    qtbot.addWidget(win)
-    win.resize(1600, 1000)
-    win.show()
-    qtbot.waitExposed(win)
-    win.load_scene(posed_scene(demo))
-    yield win
-    if getattr(win, "nerf_panel", None) is not None:
-        win.nerf_panel.shutdown()
-    close_message_box(win)
+    main_window.load_scene(posed_scene(demo))
+    yield main_window
+    if getattr(main_window, "nerf_panel", None) is not None:
+        main_window.nerf_panel.shutdown()
+    close_message_box(main_window)
 
 
 def close_message_box(win):

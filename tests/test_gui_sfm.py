@@ -16,7 +16,6 @@ pytest.importorskip("pyqtgraph.opengl")
 from PyQt6 import QtCore, QtWidgets  # noqa: E402
 
 from app import style  # noqa: E402
-from app.settings import SETTINGS_DIR_ENV  # noqa: E402
 from app.sfm_worker import PIPELINE_STAGES, SfmRequest  # noqa: E402
 
 pytestmark = pytest.mark.gui
@@ -52,28 +51,9 @@ def image_set(tmp_path_factory):
     return images, calib
 
 
-@pytest.fixture(scope="session")
-def qapp():
-    from app.gui import create_application
-
-    return create_application([])
-
-
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch):
-    from app.main_window import MainWindow
-
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    monkeypatch.setenv(SETTINGS_DIR_ENV, str(settings))
-    win = MainWindow(confirm_discard=False)
-    qtbot.addWidget(win)
-    win.resize(1600, 1000)
-    win.show()
-    qtbot.waitExposed(win)
-    yield win
-    if getattr(win, "sfm_panel", None) is not None:
-        win.sfm_panel.shutdown()
+def window(main_window):
+    return main_window
 
 
 def run_to_end(qtbot, panel, timeout_ms=60000) -> str:

@@ -15,7 +15,6 @@ pytest.importorskip("pyqtgraph.opengl")
 from PyQt6 import QtCore, QtWidgets  # noqa: E402
 
 from app import style  # noqa: E402
-from app.settings import SETTINGS_DIR_ENV  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -37,31 +36,13 @@ def demo_folder(tmp_path_factory):
     return folder
 
 
-@pytest.fixture(scope="session")
-def qapp():
-    from app.gui import create_application
-
-    return create_application([])
-
-
 @pytest.fixture
-def window(qtbot, tmp_path, monkeypatch, demo_folder):
-    from app.main_window import MainWindow
-
-    settings = tmp_path / "settings"
-    settings.mkdir()
-    monkeypatch.setenv(SETTINGS_DIR_ENV, str(settings))
-    win = MainWindow(confirm_discard=False)
-    qtbot.addWidget(win)
-    win.resize(1600, 1000)
-    win.show()
-    qtbot.waitExposed(win)
+def window(main_window, qtbot, demo_folder):
+    win = main_window
     win.open_path(demo_folder)
     qtbot.waitUntil(lambda: win.worker is None, timeout=30000)
     assert win.scene.sources and "ground_truth" in win.scene.trajectories
-    yield win
-    if getattr(win, "slam_panel", None) is not None:
-        win.slam_panel.shutdown()
+    return win
 
 
 def wait_for(qtbot, panel, predicate, timeout_ms=60000):
