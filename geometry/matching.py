@@ -92,6 +92,53 @@ def hamming_distances(desc1, desc2) -> np.ndarray:
     return _paired_distance_kernel(w1, w2)
 
 
+# --- representative descriptors ----------------------------------------------------------------
+
+@njit(cache=True, nogil=True)
+def _medoid_kernel(words, group_ptr):
+    n_groups = group_ptr.shape[0] - 1
+    out = np.full(n_groups, -1, np.int64)
+    for g in range(n_groups):
+        start, stop = group_ptr[g], group_ptr[g + 1]
+        n = stop - start
+        if n <= 0:
+            continue
+        if n <= 2:  # with two, both medians tie: the first wins
+            out[g] = start
+            continue
+        dist = np.empty((n, n), np.int64)
+        for a in range(n):
+            dist[a, a] = 0
+            for b in range(a + 1, n):
+                d = np.int64(_hamming(words, start + a, words, start + b))
+                dist[a, b] = d
+                dist[b, a] = d
+        best_median, best = NO_DISTANCE, -1
+        mid = (n - 1) // 2
+        for a in range(n):
+            row = np.sort(dist[a])
+            if row[mid] < best_median:  # strict: the lowest index wins ties
+                best_median, best = row[mid], a
+        out[g] = start + best
+    return out
+
+
+def medoid_descriptors(descriptors, group_ptr) -> np.ndarray:
+    """Row index of the most distinctive descriptor of every group (ORB-SLAM's ComputeDistinctiveDescriptors).
+
+    descriptors (N, 32) uint8, grouped in consecutive rows: group g is rows group_ptr[g]:group_ptr[g + 1].
+    The chosen row has the least median Hamming distance to the group's rows (itself included, as ORB-SLAM
+    counts it; lowest row on a tie). Returns (G,) int64 row indices, -1 for an empty group.
+    """
+    words = descriptor_words(descriptors)
+    ptr = np.ascontiguousarray(np.asarray(group_ptr, np.int64).reshape(-1))
+    if len(ptr) == 0:
+        return np.zeros(0, np.int64)
+    if ptr[0] < 0 or ptr[-1] > words.shape[0] or np.any(np.diff(ptr) < 0):
+        raise ValueError(f"group_ptr must be non-decreasing within [0, {words.shape[0]}]")
+    return _medoid_kernel(words, ptr)
+
+
 # --- brute force ------------------------------------------------------------------------------
 
 @njit(cache=True, nogil=True)

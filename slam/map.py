@@ -4,18 +4,22 @@ Keyframes k = 0..K-1 (never removed in this version): pose ``cam_from_world`` as
 rows, and per keyframe its keypoint arrays (positions, normalized rays, octaves, descriptors, colours) with
 ``kf_point_ids[k]`` (N_k,) giving the map point each keypoint observes (-1: none).
 
-Map points p = 0..M-1: ``xyz``, a representative ``descriptors`` row, ``rgb``, ``alive`` (culled points
+Map points p = 0..M-1: ``xyz``, a representative ``descriptors`` row (the keypoint it was created
+from; with ``distinctive_descriptors`` the most distinctive of its observations, ORB-SLAM's rule, kept up to
+date whenever observations change), ``rgb``, ``alive`` (culled points
 keep their row: ids stay stable), and the counters ORB-SLAM keeps for culling (``n_visible``: predicted
 in the frustum of a tracked frame, ``n_found``: matched there).
 
 Observations: one entry per (keyframe, keypoint, point) in ``obs_kf``/``obs_kp``/``obs_pt``, with
-``obs_alive``; they mirror ``kf_point_ids`` and are what bundle adjustment and export read.
+``obs_alive`` and the keypoint's descriptor ``obs_descriptors``; they mirror ``kf_point_ids`` and are what
+bundle adjustment and export read.
 Covisibility: the number of alive points two keyframes share, computed from the observations.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from geometry.matching import medoid_descriptors
 from scene.rigid import Rigid3d, quat_wxyz_to_matrix
 
 
@@ -46,7 +50,9 @@ class _Growable:
 
 
 class SlamMap:
-    def __init__(self):
+    def __init__(self, distinctive_descriptors: bool = False):
+        # Off by default: on the returning orbit it cut the loop-closure gain below issue 3's 30 % target.
+        self.distinctive_descriptors = distinctive_descriptors
         self.clear()
 
     def clear(self) -> None:
@@ -77,6 +83,7 @@ class SlamMap:
         self._obs_kp = _Growable((), np.int64)
         self._obs_pt = _Growable((), np.int64)
         self._obs_alive = _Growable((), np.bool_)
+        self._obs_desc = _Growable((32,), np.uint8)
 
     # --- sizes and views ----------------------------------------------------------------------------
     @property
@@ -107,6 +114,7 @@ class SlamMap:
     obs_kp = property(lambda self: self._obs_kp.view)
     obs_pt = property(lambda self: self._obs_pt.view)
     obs_alive = property(lambda self: self._obs_alive.view)
+    obs_descriptors = property(lambda self: self._obs_desc.view)
 
     def kf_pose(self, k: int) -> Rigid3d:
         return Rigid3d(self.kf_quat[k].copy(), self.kf_trans[k].copy())
@@ -168,6 +176,8 @@ class SlamMap:
         self._obs_kp.append(kp)
         self._obs_pt.append(pt)
         self._obs_alive.append(np.ones(len(kp), bool))
+        self._obs_desc.append(self.kf_descriptors[kf][kp])
+        self.refresh_descriptors(pt)
 
     def remove_observations(self, obs_idx) -> None:
         obs_idx = np.asarray(obs_idx, np.int64).reshape(-1)
@@ -175,6 +185,7 @@ class SlamMap:
         for e in obs_idx:
             self.kf_point_ids[self.obs_kf[e]][self.obs_kp[e]] = -1
         self.obs_alive[obs_idx] = False
+        self.refresh_descriptors(self.obs_pt[obs_idx])
 
     def remove_points(self, point_idx) -> None:
         """Cull points: they stop being alive and lose every observation."""
@@ -206,6 +217,25 @@ class SlamMap:
         self.n_visible[new] += self.n_visible[old]
         self.n_found[new] += self.n_found[old]
         self.alive[old] = False
+        self.refresh_descriptors([new])
+
+    def refresh_descriptors(self, point_idx) -> None:
+        """Set each alive point's descriptor to its most distinctive observation's (least median Hamming
+        distance to the others), so matching compares against the point's typical appearance instead of the
+        one view it was created from. Points without an alive observation keep theirs."""
+        pts = np.asarray(point_idx, np.int64).reshape(-1)
+        if len(pts) == 0 or not self.distinctive_descriptors:
+            return
+        mask = np.zeros(self.num_points_total, bool)
+        mask[pts] = True
+        mask &= self.alive
+        obs = np.flatnonzero(self.obs_alive & mask[self.obs_pt])
+        if len(obs) == 0:
+            return
+        obs = obs[np.argsort(self.obs_pt[obs], kind="stable")]   # grouped by point, oldest observation first
+        groups, starts = np.unique(self.obs_pt[obs], return_index=True)
+        rows = medoid_descriptors(self.obs_descriptors[obs], np.append(starts, len(obs)))
+        self.descriptors[groups] = self.obs_descriptors[obs[rows]]
 
     # --- queries ------------------------------------------------------------------------------------
     def covisibility_matrix(self) -> np.ndarray:

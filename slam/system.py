@@ -102,7 +102,7 @@ class System:
     # --- state ------------------------------------------------------------------------------------
     def reset(self) -> None:
         """Forget everything: map, trajectory, initialisation."""
-        self.map = SlamMap()
+        self.map = SlamMap(self.options.mapping.distinctive_descriptors)
         self.state = TrackingState.INIT
         self.initializer = Initializer(self.camera, self.options.init)
         self.initialized_at_frame: int | None = None

@@ -176,6 +176,64 @@ def test_map_arrays_are_consistent():
     assert covis[m.num_keyframes - 1] == np.count_nonzero(m.kf_point_ids[m.num_keyframes - 1] >= 0)
 
 
+def test_medoid_descriptors_match_the_median_distance_definition():
+    from geometry.matching import hamming_distance_matrix, medoid_descriptors
+
+    rng = np.random.default_rng(3)
+    desc = rng.integers(0, 256, (40, 32), dtype=np.uint8)
+    ptr = np.array([0, 1, 3, 3, 9, 24, 40])
+    rows = medoid_descriptors(desc, ptr)
+    assert rows[2] == -1 and rows[0] == 0 and rows[1] == 1   # empty group; one and two rows: the first
+    for g in (3, 4, 5):
+        a, b = ptr[g], ptr[g + 1]
+        median = np.sort(hamming_distance_matrix(desc[a:b], desc[a:b]), axis=1)[:, (b - a - 1) // 2]
+        assert rows[g] == a + int(np.argmin(median))
+    with pytest.raises(ValueError):
+        medoid_descriptors(desc, [0, 50])
+
+
+@functools.lru_cache(maxsize=None)
+def tuned_run(name: str):
+    """SLAM with the opt-in distinctive descriptors and the minimum keyframe gap (both off by default)."""
+    from dataclasses import replace
+
+    from slam.system import SlamOptions
+
+    options = SlamOptions()
+    options = replace(options, mapping=replace(options.mapping, distinctive_descriptors=True, keyframe_min_frames=3))
+    timestamps, _, frames = rendered(name)
+    system = System(demo_camera(), options)
+    results = [system.step(img, ts) for img, ts in zip(frames, timestamps)]
+    return system, results
+
+
+def test_point_descriptor_is_its_most_distinctive_observation():
+    from geometry.matching import hamming_distance_matrix
+
+    system, _ = tuned_run("handheld")
+    m = system.map
+    obs = np.flatnonzero(m.obs_alive)
+    checked = 0
+    for p in np.flatnonzero(m.alive)[::7]:
+        mine = obs[m.obs_pt[obs] == p]
+        desc = np.array([m.kf_descriptors[m.obs_kf[e]][m.obs_kp[e]] for e in mine])
+        if len(desc) < 3:
+            continue
+        median = np.sort(hamming_distance_matrix(desc, desc), axis=1)[:, (len(desc) - 1) // 2]
+        assert np.array_equal(m.descriptors[p], desc[int(np.argmin(median))])
+        checked += 1
+    assert checked >= 50
+
+
+def test_keyframe_gap_keeps_keyframes_to_a_fraction_of_frames_and_the_accuracy():
+    # Synchronous mapping is never busy: without the gap most frames of the handheld path became keyframes.
+    system, results = tuned_run("handheld")
+    tracked = len(results) - system.initialized_at_frame
+    assert [r.frame_index for r in results[system.initialized_at_frame:] if r.cam_from_world is None] == []
+    assert system.map.num_keyframes <= 0.4 * tracked, (system.map.num_keyframes, tracked)
+    assert evaluate(estimated_trajectory(system), ground_truth("handheld"))["ate_percent_of_path"] <= 0.5
+
+
 def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
     system, results = slam_run("forward_walk")
     scene = Scene()
