@@ -162,7 +162,7 @@ def sceaux_run(tmp_path_factory):
     if not SCEAUX.is_dir():
         pytest.skip(f"{SCEAUX} is absent")
     cache = tmp_path_factory.mktemp("sceaux-cache")
-    return run(SCEAUX, SfmOptions(features=FeatureOptions(max_image_size=1000, cache_dir=str(cache))))
+    return run(SCEAUX, SfmOptions(features=FeatureOptions(cache_dir=str(cache))))  # the default 1600 px
 
 
 def test_sceaux_castle_all_registered(sceaux_run):
@@ -173,9 +173,8 @@ def test_sceaux_castle_all_registered(sceaux_run):
     assert r.num_points > 3000
 
 
-@pytest.mark.xfail(strict=False, reason="issue 4 target: mean reprojection error <= 1.0 px in full-resolution "
-                   "pixels; measured 1.27 px (pycolmap 1.14 px, same settings) with detection at 1000 px")
 def test_sceaux_castle_mean_reprojection_error_below_one_pixel(sceaux_run):
+    """Issue 4's target in full-resolution pixels at the default detection size (pycolmap: 1.12 px, BENCHMARKS.md)."""
     assert sceaux_run.mean_reprojection_error_px < 1.0
 
 
