@@ -15,7 +15,8 @@ from pathlib import Path
 
 def configure_parser(sub) -> None:
     p = sub.add_parser("sfm", help="incremental structure-from-motion over a folder of photos or a video")
-    p.add_argument("images", help="folder of images (or a video file)")
+    p.add_argument("images", help="folder of images, a video file, or a project (its frames; with "
+                                  "--seed-from-poses its posed images, e.g. SLAM keyframes, seed the model)")
     p.add_argument("-o", "--output", required=True, help="project folder to write (NAME.parallax)")
     p.add_argument("--calib", help="intrinsics file (YAML/JSON, K.txt, KITTI calib.txt, COLMAP cameras.txt)")
     p.add_argument("--matcher", choices=["exhaustive", "sequential"], default="exhaustive",
@@ -35,6 +36,9 @@ def configure_parser(sub) -> None:
     p.add_argument("--export-transforms", metavar="FILE", help="write nerfstudio transforms.json")
     p.add_argument("--outlier-removal", action="store_true",
                    help="statistical outlier removal on the point clouds (Open3D; reported in --stats)")
+    p.add_argument("--seed-from-poses", action="store_true",
+                   help="IMAGES is a project whose images have poses (SLAM keyframes): start from those poses "
+                        "instead of searching an initial pair; the result stays in their frame and scale")
     p.add_argument("--stats", metavar="OUT.json", help="write run statistics as JSON")
     p.set_defaults(handler=cmd_sfm)
 
@@ -59,7 +63,22 @@ def _options(args):
                                 max_num_features=args.max_features, cache_dir=args.cache),
         matching=MatchingOptions(method=args.matcher, window=args.window, loop_candidates=args.loop_candidates),
         calib_path=args.calib,
-        outlier_removal=OutlierRemovalOptions() if args.outlier_removal else None)
+        outlier_removal=OutlierRemovalOptions() if args.outlier_removal else None,
+        seed_from_poses=args.seed_from_poses)
+
+
+def _input(args):
+    """The path to reconstruct from, or the Scene of a project (its frames, cameras and poses)."""
+    from scene.errors import ParallaxError
+    from scene.project import is_project, load_project
+
+    path = Path(args.images)
+    if is_project(path):
+        return load_project(path)
+    if args.seed_from_poses:
+        raise ParallaxError(f"--seed-from-poses needs a project with posed images (e.g. from `parallax slam`); "
+                            f"{path} is not a project")
+    return path
 
 
 def _finite(value):
@@ -126,7 +145,7 @@ def cmd_sfm(args) -> int:
     options = _options(args)
     progress = TqdmProgress(disable=not sys.stderr.isatty())
     try:
-        result = run(Path(args.images), options, progress)
+        result = run(_input(args), options, progress)
     finally:
         progress.close()
     save_project(result.scene, Path(args.output))

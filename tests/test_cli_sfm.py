@@ -111,3 +111,37 @@ def test_sfm_cli_rejects_bad_options(arc8, tmp_path, capsys):
     assert "--max-image-size" in capsys.readouterr().err
     assert main(["sfm", str(tmp_path / "missing"), "-o", str(tmp_path / "x.parallax")]) == 2
     assert "missing" in capsys.readouterr().err
+
+
+def test_sfm_seeded_from_a_slam_project_keeps_its_frame(tmp_path):
+    """`parallax slam` then `parallax sfm PROJECT --seed-from-poses`: every keyframe is registered and the
+    model stays in the SLAM map's frame and scale (camera centres agree without any alignment)."""
+    from assets import generate_demo
+    from scene.project import load_project
+
+    walk = tmp_path / "walk"
+    generate_demo(walk, path="forward_walk", frames=40, video=False)
+    slam_project = tmp_path / "slam.parallax"
+    assert main(["slam", str(walk), "-o", str(slam_project)]) == 0
+    slam_scene = load_project(slam_project)
+    keyframes = {im.name: im.cam_from_world.center() for im in slam_scene.registered_images()}
+    assert len(keyframes) >= 3
+
+    out = tmp_path / "sfm.parallax"
+    assert main(["sfm", str(slam_project), "-o", str(out), "--seed-from-poses", "--max-features", "2048",
+                 "--stats", str(tmp_path / "stats.json")]) == 0
+    stats = json.loads((tmp_path / "stats.json").read_text())
+    assert stats["registered"] == stats["images"] == len(keyframes) and stats["models"] == 1
+    scene = load_project(out)
+    centres = {im.name: im.cam_from_world.center() for im in scene.registered_images()}
+    assert set(centres) == set(keyframes)
+    extent = np.ptp(np.array(list(keyframes.values())), axis=0).max()
+    moved = max(np.linalg.norm(centres[n] - keyframes[n]) for n in keyframes)
+    assert moved < 0.05 * extent
+
+
+def test_seed_from_poses_needs_a_project(arc8, tmp_path, capsys):
+    images, calib = arc8
+    assert main(["sfm", str(images), "-o", str(tmp_path / "x.parallax"), "--seed-from-poses"]) == 2
+    assert "--seed-from-poses needs a project" in capsys.readouterr().err
+    assert not (tmp_path / "x.parallax").exists()
