@@ -164,6 +164,11 @@ class SfmPanel(QtWidgets.QWidget):
         self.outlier_box.setToolTip("Drop points far from their neighbours in the exported clouds; the sparse "
                                     "points keep every point")
         form.addRow("", self.outlier_box)
+        self.seed_box = QtWidgets.QCheckBox("Start from the scene's camera poses (e.g. SLAM keyframes)", self)
+        self.seed_box.setToolTip("Posed frames seed the model instead of an initial pair; the result keeps their "
+                                 "frame and scale, so it lines up with the SLAM map and trajectory")
+        self.seed_box.toggled.connect(self._update_source)
+        form.addRow("", self.seed_box)
         self._offer_sfm_options()
         layout.addLayout(form)
 
@@ -338,7 +343,8 @@ class SfmPanel(QtWidgets.QWidget):
                           frame_step=self.step_box.value(), intrinsics=self.intrinsics_box.currentData(),
                           calib_path=self.calib_edit.text().strip() or None, matcher=self.matcher_box.currentData(),
                           window=self.window_box.value(), preset=self.preset_box.currentData(),
-                          detector=self.detector_box.currentData(), remove_outliers=self.outlier_box.isChecked())
+                          detector=self.detector_box.currentData(), remove_outliers=self.outlier_box.isChecked(),
+                          seed_from_poses=self.seed_box.isChecked() and self.seed_box.isEnabled())
 
     def set_request(self, request: SfmRequest) -> None:
         """Set every control from ``request`` (scripts and tests)."""
@@ -351,6 +357,7 @@ class SfmPanel(QtWidgets.QWidget):
         self.step_box.setValue(request.frame_step)
         self.window_box.setValue(request.window)
         self.outlier_box.setChecked(request.remove_outliers)
+        self.seed_box.setChecked(request.seed_from_poses)
 
     def _browse_folder(self) -> None:
         path = QtWidgets.QFileDialog.getExistingDirectory(self, "Images to Reconstruct", self.window._dialog_dir())
@@ -375,6 +382,9 @@ class SfmPanel(QtWidgets.QWidget):
         for w in (self.calib_label, self.calib_edit, self.calib_edit._browse_button):
             w.setVisible(calib)
         step = self.step_box.value()
+        self.seed_box.setVisible(not folder)
+        self.seed_box.setEnabled(not folder and any(im.source is not None and im.cam_from_world is not None
+                                                    for im in self.window.scene.images.values()))
         if folder:
             self.frames_label.setText("")
             scene_text = "resolved when the folder opens (its calibration file, else EXIF, else a marked guess)"
@@ -386,6 +396,8 @@ class SfmPanel(QtWidgets.QWidget):
             camera = next((scene.cameras.get(im.camera_id) for im in scene.images.values() if im.source is not None),
                           None)
             scene_text = self._describe_camera(camera) if camera is not None else "no camera yet"
+            posed = sum(1 for im in scene.images.values() if im.source is not None and im.cam_from_world is not None)
+            self.seed_box.setText(f"Start from the scene's camera poses ({posed} posed frames, e.g. SLAM keyframes)")
         mode = self.intrinsics_box.currentData()
         text = {"scene": scene_text,
                 "calib": "from the calibration file (kept fixed by bundle adjustment)",
@@ -507,10 +519,13 @@ class SfmPanel(QtWidgets.QWidget):
     # --- drawing: progress --------------------------------------------------------------------
     def _set_running(self, running: bool) -> None:
         for w in (self.source_box, self.folder_edit, self.step_box, self.intrinsics_box, self.calib_edit,
-                  self.matcher_box, self.window_box, self.preset_box, self.detector_box, self.outlier_box):
+                  self.matcher_box, self.window_box, self.preset_box, self.detector_box, self.outlier_box,
+                  self.seed_box):
             w.setEnabled(not running)
         self.run_button.setEnabled(not running and self._can_run())
         self.cancel_button.setEnabled(running)
+        if not running:
+            self._update_source()  # what the scene offers now (e.g. posed frames to seed from)
 
     def _reset_progress(self) -> None:
         for stage in PIPELINE_STAGES:

@@ -48,6 +48,7 @@ class SfmRequest:
     preset: str = "default"
     detector: str = "sift"  # used when sfm's FeatureOptions offers a choice of detector
     remove_outliers: bool = False  # statistical outlier removal on the clouds, when sfm offers it
+    seed_from_poses: bool = False  # scene frames with poses (SLAM keyframes) seed the model, in their frame
 
 
 def supports(options_class, name: str) -> bool:
@@ -77,7 +78,8 @@ def sfm_options(request: SfmRequest):
     if request.detector != "sift" and supports(FeatureOptions, "detector"):
         features = replace(features, detector=request.detector)
     matching = replace(matching, method=request.matcher, window=max(1, int(request.window)))
-    options = SfmOptions(features=features, matching=matching, mapper=mapper)
+    options = SfmOptions(features=features, matching=matching, mapper=mapper,
+                         seed_from_poses=request.seed_from_poses and request.source == "scene")
     if request.remove_outliers and supports(SfmOptions, "outlier_removal"):
         from sfm.cloud import OutlierRemovalOptions
 
@@ -140,7 +142,9 @@ def working_scene(base, request: SfmRequest):
             cameras[im.camera_id] = _chosen_camera(snap.cameras[im.camera_id], request, im.source.path, im.camera_id)
     for camera in cameras.values():
         work.add_camera(camera)
-    work.add_images([Image(i, snap.images[i].name, snap.images[i].camera_id, source=snap.images[i].source)
+    seed = request.seed_from_poses and request.source == "scene"
+    work.add_images([Image(i, snap.images[i].name, snap.images[i].camera_id,
+                           snap.images[i].cam_from_world if seed else None, source=snap.images[i].source)
                      for i in chosen])
     return work, pool, chosen
 

@@ -16,7 +16,7 @@ pytest.importorskip("pyqtgraph.opengl")
 from PyQt6 import QtCore, QtWidgets  # noqa: E402
 
 from app import style  # noqa: E402
-from app.sfm_worker import PIPELINE_STAGES, SfmRequest  # noqa: E402
+from app.sfm_worker import PIPELINE_STAGES, SfmRequest, sfm_options  # noqa: E402
 
 pytestmark = pytest.mark.gui
 
@@ -68,7 +68,6 @@ def non_background(rgb: np.ndarray) -> int:
 
 
 def test_sfm_dock_is_in_the_view_menu_and_presets_map_to_options(window):
-    from app.sfm_worker import sfm_options
 
     assert window.act_sfm in window.view_menu.actions()
     panel = window.show_sfm_panel()
@@ -264,3 +263,32 @@ def test_a_missing_folder_is_reported_and_changes_nothing(window, qtbot, tmp_pat
         assert run_to_end(qtbot, panel) == "failed"
     assert error.args[0] == "SfM failed" and str(missing) in error.args[1]
     assert window.scene.version == version and window.current_path is None
+
+
+def test_seed_from_the_scenes_poses_is_offered_for_posed_frames(window, image_set):
+    """With posed frames in the scene (SLAM keyframes), the tab offers to start from them; the work scene then
+    carries those poses and the options ask the pipeline to seed from them."""
+    from scene.camera import Camera
+    from scene.model import FrameRef, Image, Scene
+    from scene.rigid import Rigid3d
+    from app.sfm_worker import working_scene
+
+    images, _ = image_set
+    panel = window.show_sfm_panel()
+    assert not panel.seed_box.isEnabled()  # nothing posed yet
+    scene = Scene()
+    scene.add_camera(Camera(1, "PINHOLE", 320, 240, [262.5, 262.5, 160.0, 120.0]))
+    files = sorted(images.iterdir())[:4]
+    poses = [Rigid3d([1.0, 0.0, 0.0, 0.0], [0.1 * k, 0.0, 0.0]) if k % 2 == 0 else None for k in range(4)]
+    scene.add_images([Image(k + 1, f.name, 1, pose, source=FrameRef(str(f))) for k, (f, pose) in
+                      enumerate(zip(files, poses))])
+    window.load_scene(scene)
+    assert panel.seed_box.isEnabled() and "2 posed frames" in panel.seed_box.text()
+    panel.set_request(SfmRequest(seed_from_poses=True))
+    request = panel.request()
+    assert request.seed_from_poses and sfm_options(request).seed_from_poses
+    work, pool, chosen = working_scene(window.scene, request)
+    assert chosen == [1, 2, 3, 4]
+    assert [work.images[i].cam_from_world for i in chosen] == poses
+    unseeded, _, _ = working_scene(window.scene, SfmRequest())
+    assert all(unseeded.images[i].cam_from_world is None for i in chosen)
