@@ -68,7 +68,6 @@ def non_background(rgb: np.ndarray) -> int:
 
 
 def test_sfm_dock_is_in_the_view_menu_and_presets_map_to_options(window):
-
     assert window.act_sfm in window.view_menu.actions()
     panel = window.show_sfm_panel()
     assert window.sfm_dock.windowTitle() == "SfM" and window.sfm_dock.isVisible()
