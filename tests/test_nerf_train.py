@@ -92,7 +92,10 @@ def test_training_lowers_the_loss(stopped_run):
     _, handle, events = stopped_run
     assert events[0]["event"] == "start" and events[0]["device"] == "cpu" and events[0]["preset"] == "parallax-cpu"
     losses = [e["loss"] for e in steps(events)]
-    assert [e["step"] for e in steps(events)][:STOP_AFTER] == list(range(1, STOP_AFTER + 1))
+    # Step events are throttled (nerf.train_process.STEP_EVENT_INTERVAL_S): the first step is always reported,
+    # later ones may be skipped when iterations are fast, never repeated or out of order.
+    numbers = [e["step"] for e in steps(events)]
+    assert numbers[0] == 1 and all(b > a for a, b in zip(numbers, numbers[1:])) and numbers[-1] >= STOP_AFTER
     assert np.mean(losses[-3:]) < 0.85 * np.mean(losses[:3]), losses
     first = steps(events)[0]
     assert first["rays_per_s"] > 0 and first["eta_s"] > 0 and np.isfinite(first["psnr"])
