@@ -38,6 +38,18 @@ def _icon(widget: QtWidgets.QWidget, name: str) -> QtGui.QIcon:
     return widget.style().standardIcon(getattr(QtWidgets.QStyle.StandardPixmap, name))
 
 
+def tool_button(parent: QtWidgets.QWidget, text: str, icon: str, tip: str, slot) -> QtWidgets.QToolButton:
+    """A tab's command button: icon beside the text, ``slot()`` on click."""
+    b = QtWidgets.QToolButton(parent)
+    b.setText(text)
+    b.setIcon(_icon(parent, icon))
+    b.setToolTip(tip)
+    b.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
+    b.setAutoRaise(False)
+    b.clicked.connect(lambda _checked=False: slot())
+    return b
+
+
 class MainWindow(QtWidgets.QMainWindow):
     """One window over one Document. Long work runs in the TaskRunner; the window only observes the scene."""
 

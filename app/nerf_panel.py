@@ -157,15 +157,9 @@ class NerfPanel(QtWidgets.QWidget):
 
     # --- construction ---------------------------------------------------------------------
     def _button(self, text: str, icon: str, tip: str, slot) -> QtWidgets.QToolButton:
-        from .main_window import _icon
+        from .main_window import tool_button  # main_window creates this panel: import it lazily
 
-        b = QtWidgets.QToolButton(self)
-        b.setText(text)
-        b.setIcon(_icon(self, icon))
-        b.setToolTip(tip)
-        b.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        b.clicked.connect(lambda _c=False: slot())
-        return b
+        return tool_button(self, text, icon, tip, slot)
 
     @staticmethod
     def _dim(text: str, parent) -> QtWidgets.QLabel:

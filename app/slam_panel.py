@@ -56,16 +56,9 @@ class SlamPanel(QtWidgets.QWidget):
 
     # --- construction ---------------------------------------------------------------------
     def _button(self, text: str, icon: str, tip: str, slot) -> QtWidgets.QToolButton:
-        from .main_window import _icon
+        from .main_window import tool_button  # main_window creates this panel: import it lazily
 
-        b = QtWidgets.QToolButton(self)
-        b.setText(text)
-        b.setIcon(_icon(self, icon))
-        b.setToolTip(tip)
-        b.setToolButtonStyle(QtCore.Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
-        b.setAutoRaise(False)
-        b.clicked.connect(lambda _c=False: slot())
-        return b
+        return tool_button(self, text, icon, tip, slot)
 
     def _build(self) -> None:
         layout = QtWidgets.QVBoxLayout(self)
