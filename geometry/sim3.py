@@ -418,6 +418,19 @@ class Sim3Estimate:
     scale: float
 
 
+def _estimate(one_from_two: np.ndarray, inliers: np.ndarray) -> Sim3Estimate:
+    return Sim3Estimate(one_from_two, inliers, float(np.cbrt(np.linalg.det(one_from_two[:3, :3]))))
+
+
+def _match_arrays(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2) -> tuple:
+    """The matches as contiguous float64 arrays the kernels take: (N, 3) points, (N, 2) observations, (N,) sigmas."""
+    def rows(values, width):
+        return np.ascontiguousarray(values, np.float64).reshape(-1, width)
+
+    return (rows(points_1, 3), rows(points_2, 3), rows(obs_1, 2), rows(obs_2, 2), rows(sigma_1, 1).reshape(-1),
+            rows(sigma_2, 1).reshape(-1))
+
+
 def estimate_sim3(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2, iterations: int = 300, seed: int = 0,
                   chi2: float = 9.210, refine_rounds: int = 2, min_inliers: int = 3) -> Sim3Estimate | None:
     """Similarity camera1_from_camera2 from matched points.
@@ -428,12 +441,7 @@ def estimate_sim3(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2, iterations
     A match is an inlier when both reprojection errors are within ``chi2`` (2 dof; 9.21 is 99 %) sigmas^2.
     Returns None with fewer than ``min_inliers`` inliers. Deterministic for a given ``seed``.
     """
-    p1 = np.ascontiguousarray(points_1, np.float64).reshape(-1, 3)
-    p2 = np.ascontiguousarray(points_2, np.float64).reshape(-1, 3)
-    o1 = np.ascontiguousarray(obs_1, np.float64).reshape(-1, 2)
-    o2 = np.ascontiguousarray(obs_2, np.float64).reshape(-1, 2)
-    s1 = np.ascontiguousarray(sigma_1, np.float64).reshape(-1)
-    s2 = np.ascontiguousarray(sigma_2, np.float64).reshape(-1)
+    p1, p2, o1, o2, s1, s2 = _match_arrays(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2)
     n = len(p1)
     if not (len(p2) == len(o1) == len(o2) == len(s1) == len(s2) == n):
         raise ValueError("estimate_sim3: every input needs one row per match")
@@ -458,18 +466,13 @@ def estimate_sim3(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2, iterations
         mask = finite & (e1 <= max1) & (e2 <= max2)
         if mask.sum() < max(3, min_inliers):
             return None
-    return Sim3Estimate(best, mask, float(np.cbrt(np.linalg.det(best[:3, :3]))))
+    return _estimate(best, mask)
 
 
 def refine_sim3(one_from_two, points_1, points_2, obs_1, obs_2, sigma_1, sigma_2, chi2: float = 9.210,
                 rounds: int = 2) -> Sim3Estimate:
     """Refine a similarity on all the given matches (Huber), reclassifying inliers after each round."""
-    p1 = np.ascontiguousarray(points_1, np.float64).reshape(-1, 3)
-    p2 = np.ascontiguousarray(points_2, np.float64).reshape(-1, 3)
-    o1 = np.ascontiguousarray(obs_1, np.float64).reshape(-1, 2)
-    o2 = np.ascontiguousarray(obs_2, np.float64).reshape(-1, 2)
-    s1 = np.ascontiguousarray(sigma_1, np.float64).reshape(-1)
-    s2 = np.ascontiguousarray(sigma_2, np.float64).reshape(-1)
+    p1, p2, o1, o2, s1, s2 = _match_arrays(points_1, points_2, obs_1, obs_2, sigma_1, sigma_2)
     n = len(p1)
     mask = np.all(np.isfinite(p1), axis=1) & np.all(np.isfinite(p2), axis=1)
     best = np.ascontiguousarray(one_from_two, np.float64)
@@ -481,4 +484,4 @@ def refine_sim3(one_from_two, points_1, points_2, obs_1, obs_2, sigma_1, sigma_2
         best, _ = sim3_refine_kernel(best, p1, p2, o1, o2, 1.0 / s1, 1.0 / s2, mask, float(np.sqrt(chi2)), 10)
         _reprojection_sq(best, p1, p2, o1, o2, e1, e2)
         mask = np.isfinite(e1) & (e1 <= max1) & (e2 <= max2)
-    return Sim3Estimate(best, mask, float(np.cbrt(np.linalg.det(best[:3, :3]))))
+    return _estimate(best, mask)
