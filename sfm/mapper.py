@@ -76,31 +76,9 @@ class MapperOptions:
 
 
 @dataclass
-class ModelResult:
-    """One model: its images, poses in its own world frame, its intrinsics and its points."""
-    registered: np.ndarray               # (n,) bool: images of this model
-    cams_from_world: list                # Rigid3d or None per image
-    cameras: list                        # intrinsics refined for this model (same order as given)
-    points_xyz: np.ndarray               # (M, 3)
-    points_rgb: np.ndarray               # (M, 3) uint8
-    points_error: np.ndarray             # (M,) mean reprojection error, camera pixels
-    track_ptr: np.ndarray                # (M + 1,)
-    track_image: np.ndarray              # image index per observation
-    track_kp: np.ndarray                 # keypoint index per observation
-    initial_pair: tuple
-    track_error: np.ndarray = field(default_factory=lambda: np.zeros(0))  # reprojection error per observation
-
-    @property
-    def num_images(self) -> int:
-        return int(self.registered.sum())
-
-
-@dataclass
-class MapperResult:
-    """All kept models (``models``, largest first) and their union in the old single-model fields:
-    points of every model concatenated (``point_model`` says whose), poses from each image's model,
-    ``cameras`` and ``initial_pair`` of the largest model."""
-    registered: np.ndarray               # (n,) bool
+class Reconstruction:
+    """Images (registered flags, poses), intrinsics and points with CSR tracks over the mapper's input images."""
+    registered: np.ndarray               # (n,) bool: registered images
     cams_from_world: list                # Rigid3d or None per image
     cameras: list                        # refined intrinsics (same order as given)
     points_xyz: np.ndarray               # (M, 3)
@@ -110,6 +88,23 @@ class MapperResult:
     track_image: np.ndarray              # image index per observation
     track_kp: np.ndarray                 # keypoint index per observation
     initial_pair: tuple
+
+
+@dataclass
+class ModelResult(Reconstruction):
+    """One model: its images, poses in its own world frame, its intrinsics and its points."""
+    track_error: np.ndarray = field(default_factory=lambda: np.zeros(0))  # reprojection error per observation
+
+    @property
+    def num_images(self) -> int:
+        return int(self.registered.sum())
+
+
+@dataclass
+class MapperResult(Reconstruction):
+    """All kept models (``models``, largest first) and their union in the old single-model fields:
+    points of every model concatenated (``point_model`` says whose), poses from each image's model,
+    ``cameras`` and ``initial_pair`` of the largest model."""
     reasons: list                        # per image: "" when registered, else why not
     inliers: np.ndarray                  # (n,) PnP inliers (initial pair: two-view inliers)
     stats: dict = field(default_factory=dict)
