@@ -76,12 +76,18 @@ class OfflineMixin:
 
 
 class OfflineNerfactoModel(OfflineMixin, NerfactoModel):
-    pass
+    def populate_modules(self):
+        super().populate_modules()
+        if self.config.cpu_fast_paths:
+            from nerf.cpu_paths import use_cpu_paths
+
+            use_cpu_paths(self)
 
 
 @dataclass
 class OfflineNerfactoModelConfig(NerfactoModelConfig):
     _target: Type = field(default_factory=lambda: OfflineNerfactoModel)
+    cpu_fast_paths: bool = False  # nerf.cpu_paths: fused hash grid and contraction (same outputs, faster on CPU)
 
 
 class OfflineSplatfactoModel(OfflineMixin, SplatfactoModel):
