@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,6 +27,7 @@ from typing import Optional
 import cv2
 import numpy as np
 
+from scene.parallel import ordered_thread_map
 from scene.progress import Cancelled
 
 STAGE = "extract"
@@ -42,6 +44,7 @@ class FeatureOptions:
     contrast_threshold: float = 0.02    # OpenCV's 0.04 is for [0, 1]-scaled DoG of 3 layers; COLMAP uses ~0.0067
     edge_threshold: float = 10.0
     cache_dir: Optional[str] = None     # None: no cache
+    workers: Optional[int] = None       # images decoded and detected at once (None: scene.parallel's default)
 
 
 @dataclass
@@ -124,6 +127,9 @@ def detect(image: np.ndarray, options: FeatureOptions, camera_size: Optional[tup
     return ImageFeatures(xy, np.ascontiguousarray(desc), np.ascontiguousarray(rgb, dtype=np.uint8), float(sx))
 
 
+_NOT_IN_KEY = ("cache_dir", "workers")  # options that never change the features
+
+
 def cache_key(path: str, frame_index: Optional[int], camera_size: tuple[int, int], options: FeatureOptions) -> str:
     """Hash of the file identity (path, mtime, size), frame index, output size and result-changing options."""
     p = Path(path)
@@ -132,7 +138,7 @@ def cache_key(path: str, frame_index: Optional[int], camera_size: tuple[int, int
         ident = [str(p.resolve()), st.st_mtime_ns, st.st_size]
     except OSError:
         ident = [str(p), 0, 0]
-    opts = {k: v for k, v in asdict(options).items() if k != "cache_dir"}
+    opts = {k: v for k, v in asdict(options).items() if k not in _NOT_IN_KEY}
     blob = json.dumps([_CACHE_VERSION, ident, frame_index, list(camera_size), opts], sort_keys=True)
     return hashlib.sha1(blob.encode()).hexdigest()
 
@@ -154,7 +160,7 @@ def load_cached(cache_dir, key: str) -> Optional[ImageFeatures]:
 def store_cached(cache_dir, key: str, feats: ImageFeatures) -> None:
     folder = Path(cache_dir)
     folder.mkdir(parents=True, exist_ok=True)
-    tmp = folder / f".{key}.{os.getpid()}.tmp.npz"
+    tmp = folder / f".{key}.{os.getpid()}.{threading.get_ident()}.tmp.npz"  # unique per writer
     np.savez(tmp, xy=feats.keypoints_xy, desc=feats.descriptors, rgb=feats.rgb, scale=feats.detection_scale)
     os.replace(tmp, folder / f"{key}.npz")  # atomic: a cancelled run never leaves a half-written entry
 
@@ -180,31 +186,43 @@ def extract_all(frames, options: FeatureOptions, progress=None, failures: Option
     out: list[ImageFeatures] = []
     total = len(frames)
     cached = 0
-    for i, (path, frame_index, camera_size, read) in enumerate(frames):
-        if progress is not None and progress.should_stop():
-            raise Cancelled(f"feature extraction cancelled after {i} of {total} images")
-        feats, key = None, None
+
+    def features_of(frame):
+        """(features, from cache, failure reason or None); a read error re-raises when failures is None."""
+        path, frame_index, camera_size, read = frame
+        key = None
         if options.cache_dir:
             key = cache_key(path, frame_index, camera_size, options)
             feats = load_cached(options.cache_dir, key)
-        if feats is None:
-            try:
-                image = read()
-                if failures is not None and not _same_shape(image, camera_size):
-                    raise ValueError(f"decoded as {image.shape[1]} x {image.shape[0]} px, which is not the "
-                                     f"shape of its camera ({camera_size[0]} x {camera_size[1]} px)")
-            except (ValueError, OSError) as exc:
-                if failures is None:
-                    raise
-                failures[i] = str(exc)
-                out.append(empty_features(options))
+            if feats is not None:
+                return feats, True, None
+        try:
+            image = read()
+            if failures is not None and not _same_shape(image, camera_size):
+                raise ValueError(f"decoded as {image.shape[1]} x {image.shape[0]} px, which is not the "
+                                 f"shape of its camera ({camera_size[0]} x {camera_size[1]} px)")
+        except (ValueError, OSError) as exc:
+            if failures is None:
+                raise
+            return empty_features(options), False, str(exc)
+        feats = detect(image, options, camera_size)
+        if key is not None:
+            store_cached(options.cache_dir, key, feats)
+        return feats, False, None
+
+    results = ordered_thread_map(features_of, frames, options.workers)
+    try:
+        for i in range(total):
+            if progress is not None and progress.should_stop():
+                raise Cancelled(f"feature extraction cancelled after {i} of {total} images")
+            feats, from_cache, failure = next(results)
+            out.append(feats)
+            if failure is not None:
+                failures[i] = failure
                 continue
-            feats = detect(image, options, camera_size)
-            if key is not None:
-                store_cached(options.cache_dir, key, feats)
-        else:
-            cached += 1
-        out.append(feats)
-        if progress is not None:
-            progress.report(STAGE, i + 1, total, f"{len(feats)} keypoints; {cached} from cache")
+            cached += from_cache
+            if progress is not None:
+                progress.report(STAGE, i + 1, total, f"{len(feats)} keypoints; {cached} from cache")
+    finally:
+        results.close()
     return out

@@ -12,8 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import cv2
+import numba
 import numpy as np
-from numba import njit
+from numba import njit, prange
 
 from geometry.matching import match_brute_force
 from scene.progress import Cancelled
@@ -49,29 +50,40 @@ def sequential_pairs(n: int, window: int) -> list[tuple[int, int]]:
 _BLOCK_ROWS = 2048  # rows of the similarity matrix held at once: 2048 x 8192 float32 = 64 MB
 
 
-@njit(cache=True)
+@njit(cache=True, parallel=True)
 def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx):
     """Per row of ``sim`` (rows row0..): the best and second-best similarity and the best column; per column the
-    best similarity and its row over all blocks seen so far. One pass over the block."""
+    best similarity and its row over all blocks seen so far. One pass over the block, rows split over threads;
+    each thread keeps its own column bests, merged in row order (ties keep the first row, as a serial scan)."""
     n_rows, n_cols = sim.shape
-    for r in range(n_rows):
-        b1 = -2.0
-        b2 = -2.0
-        i1 = -1
+    chunks = max(1, min(numba.get_num_threads(), n_rows))
+    step = (n_rows + chunks - 1) // chunks
+    col_sim = np.full((chunks, n_cols), -2.0, np.float32)
+    col_idx = np.full((chunks, n_cols), -1, np.int64)
+    for t in prange(chunks):
+        for r in range(t * step, min(n_rows, (t + 1) * step)):
+            b1 = -2.0
+            b2 = -2.0
+            i1 = -1
+            for c in range(n_cols):
+                v = sim[r, c]
+                if v > b1:
+                    b2 = b1
+                    b1 = v
+                    i1 = c
+                elif v > b2:
+                    b2 = v
+                if v > col_sim[t, c]:
+                    col_sim[t, c] = v
+                    col_idx[t, c] = row0 + r
+            best_row_sim[row0 + r] = b1
+            best_row_idx[row0 + r] = i1
+            second_row_sim[row0 + r] = b2
+    for t in range(chunks):
         for c in range(n_cols):
-            v = sim[r, c]
-            if v > b1:
-                b2 = b1
-                b1 = v
-                i1 = c
-            elif v > b2:
-                b2 = v
-            if v > best_col_sim[c]:
-                best_col_sim[c] = v
-                best_col_idx[c] = row0 + r
-        best_row_sim[row0 + r] = b1
-        best_row_idx[row0 + r] = i1
-        second_row_sim[row0 + r] = b2
+            if col_sim[t, c] > best_col_sim[c]:
+                best_col_sim[c] = col_sim[t, c]
+                best_col_idx[c] = col_idx[t, c]
 
 
 def _exact_best_two(desc1: np.ndarray, desc2: np.ndarray):

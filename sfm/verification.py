@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from geometry.two_view import TwoViewOptions, estimate_two_view
+from scene.parallel import ordered_thread_map
 from scene.progress import Cancelled
 
 STAGE = "verify"
@@ -24,6 +25,7 @@ class VerificationOptions:
     min_inlier_ratio: float = 0.25
     confidence: float = 0.9999
     max_iterations: int = 2000
+    workers: int | None = None         # threads estimating pairs at once (None: scene.parallel's default)
 
 
 @dataclass
@@ -62,21 +64,35 @@ def verify_pairs(cameras: list, keypoints: list, scales: list, matches: dict,
     ``inlier_counts``: when given, receives (i, j) -> inliers of every pair estimated, kept or not."""
     opts = options or VerificationOptions()
     out: list[PairGeometry] = []
-    total = len(matches)
-    for k, ((i, j), m) in enumerate(matches.items()):
-        if progress is not None and progress.should_stop():
-            raise Cancelled(f"verification cancelled after {k} of {total} pairs")
-        if len(m) >= opts.min_num_inliers:
-            # Detection noise grows by 1/scale in camera pixels: keep the threshold in detector pixels.
-            error_px = opts.max_error_px / min(scales[i], scales[j])
-            r, mask, model = verify_pair(cameras[i], cameras[j], keypoints[i], keypoints[j], m, error_px, opts)
-            n_in = int(mask.sum())
-            if inlier_counts is not None:
-                inlier_counts[(i, j)] = n_in
-            if n_in >= opts.min_num_inliers and n_in >= opts.min_inlier_ratio * len(m):
-                out.append(PairGeometry(i, j, m[mask], model, n_in, len(m), float(r.homography_essential_inlier_ratio),
-                                        r.cam2_from_cam1 if r.model != "none" else None,
-                                        float(r.median_triangulation_angle_deg), int(r.num_triangulated)))
-        if progress is not None:
-            progress.report(STAGE, k + 1, total, f"{len(out)} verified pairs")
+    items = list(matches.items())
+    total = len(items)
+
+    def estimate(item):
+        (i, j), m = item
+        if len(m) < opts.min_num_inliers:
+            return None
+        # Detection noise grows by 1/scale in camera pixels: keep the threshold in detector pixels.
+        error_px = opts.max_error_px / min(scales[i], scales[j])
+        return verify_pair(cameras[i], cameras[j], keypoints[i], keypoints[j], m, error_px, opts)
+
+    results = ordered_thread_map(estimate, items, opts.workers)
+    try:
+        for k, ((i, j), m) in enumerate(items):
+            if progress is not None and progress.should_stop():
+                raise Cancelled(f"verification cancelled after {k} of {total} pairs")
+            estimated = next(results)
+            if estimated is not None:
+                r, mask, model = estimated
+                n_in = int(mask.sum())
+                if inlier_counts is not None:
+                    inlier_counts[(i, j)] = n_in
+                if n_in >= opts.min_num_inliers and n_in >= opts.min_inlier_ratio * len(m):
+                    out.append(PairGeometry(i, j, m[mask], model, n_in, len(m),
+                                            float(r.homography_essential_inlier_ratio),
+                                            r.cam2_from_cam1 if r.model != "none" else None,
+                                            float(r.median_triangulation_angle_deg), int(r.num_triangulated)))
+            if progress is not None:
+                progress.report(STAGE, k + 1, total, f"{len(out)} verified pairs")
+    finally:
+        results.close()
     return out

@@ -92,6 +92,22 @@ def test_demo_registers_all_with_accurate_poses(demo_run):
         assert np.degrees(np.arccos(np.clip(cos, -1, 1))) < 0.5
 
 
+def test_threads_change_nothing_but_speed(demo_run):
+    """Extraction and verification on one thread give the same features, view graph and model as on several."""
+    import dataclasses
+
+    demo, opts, parallel, _, _ = demo_run
+    serial_opts = dataclasses.replace(
+        opts, features=dataclasses.replace(opts.features, cache_dir=None, workers=1),
+        verification=dataclasses.replace(opts.verification, workers=1))
+    serial = run(demo.root / "images", serial_opts)
+    assert serial.num_verified_pairs == parallel.num_verified_pairs
+    assert serial.num_points == parallel.num_points and serial.registered == parallel.registered
+    for a, b in zip(serial.image_ids, parallel.image_ids):
+        pa, pb = serial.scene.images[a].cam_from_world, parallel.scene.images[b].cam_from_world
+        np.testing.assert_allclose(pa.matrix(), pb.matrix(), atol=1e-9)
+
+
 def test_demo_points_valid_and_tracks_map_back(demo_run):
     _, _, r, _, _ = demo_run
     pts = r.scene.points
