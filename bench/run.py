@@ -246,10 +246,15 @@ def bench_slam(runs: int, work: Path, pycolmap_max_frames: int | None) -> list[s
     return markdown_section(rows, runs, 1)
 
 
-def bench_sfm(runs: int, work: Path, only_sets) -> list[str]:
-    from bench.sfm_bench import markdown_section, run_all
+def bench_sfm(runs: int, work: Path, only_sets, large_runs=None, out: Path | None = None) -> list[str]:
+    """With ``out``, the section is rewritten there after every set (a stopped run keeps what it finished)."""
+    from bench.sfm_bench import TITLE, markdown_section, run_all
 
-    rows = run_all(runs, work / "sfm", only_sets, log=lambda m: print(m, flush=True))
+    def write(rows):
+        replace_section(out, TITLE, markdown_section(rows, runs))
+
+    rows = run_all(runs, work / "sfm", only_sets, log=lambda m: print(m, flush=True), large_runs=large_runs,
+                   on_rows=write if out is not None else None)
     return markdown_section(rows, runs)
 
 
@@ -283,7 +288,9 @@ def main(argv=None) -> int:
                         help="run one group; --only slam|sfm|nerf rewrites just that section of --out")
     parser.add_argument("--sfm-sets", nargs="*", default=None,
                         choices=["sceaux", "kermit", "sacre_coeur", "fox", "lego", "kitti"],
-                        help="SfM data sets to run (default: all)")
+                        help="SfM data sets to run, in this order (default: all)")
+    parser.add_argument("--sfm-large-runs", type=int, default=None,
+                        help="runs on the large SfM sets (fox, lego, kitti; tens of minutes each); default: --runs")
     parser.add_argument("--pycolmap-frames", type=int, default=60,
                         help="frames per sequence given to pycolmap (offline and slow on 2 cores); 0 = all")
     parser.add_argument("--nerf-scale", type=float, default=1.0,
@@ -316,7 +323,8 @@ def main(argv=None) -> int:
             slam_lines = bench_slam(args.runs, work, pycolmap_frames)
         if args.only in (None, "sfm"):
             print("SfM ...", flush=True)
-            sfm_lines = bench_sfm(args.runs, work, args.sfm_sets)
+            sfm_lines = bench_sfm(args.runs, work, args.sfm_sets, args.sfm_large_runs,
+                                  Path(args.out) if args.only == "sfm" else None)
         if args.only in (None, "nerf"):
             print("NeRF ...", flush=True)
             nerf_lines = bench_nerf(work, args.nerf_scale)

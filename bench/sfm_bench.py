@@ -134,16 +134,15 @@ def kitti_set() -> SfmSet:
                   note="sequential matching, window 10")
 
 
-def default_sets(work: Path, only: Optional[list] = None) -> list[SfmSet]:
+def default_sets(work: Path, only: Optional[list] = None, keys: bool = False) -> list:
+    """The sets (in ``only``'s order when given); with ``keys``, (key, set) pairs."""
     makers: dict[str, Callable[[], object]] = {
         "sceaux": sceaux_sets, "kermit": kermit_set, "sacre_coeur": sacre_coeur_set,
         "fox": lambda: fox_set(work), "lego": lambda: lego_set(work), "kitti": kitti_set}
     sets = []
-    for key, make in makers.items():
-        if only and key not in only:
-            continue
-        made = make()
-        sets.extend(made if isinstance(made, list) else [made])
+    for key in (only or list(makers)):
+        made = makers[key]()
+        sets.extend((key, m) if keys else m for m in (made if isinstance(made, list) else [made]))
     return sets
 
 
@@ -278,21 +277,31 @@ def bench_set(s: SfmSet, tool: str, runs: int, work: Path) -> dict:
                                                 if s.gt_world_from_cam else (float("nan"),) * 3)
         results.append(r)
     row = {key: statistics.median(r[key] for r in results) for key in NUMERIC}
-    row.update(set=s.name, tool=tool, images=len(s.image_names), intrinsics=s.intrinsics, note=s.note)
+    row.update(set=s.name, tool=tool, images=len(s.image_names), intrinsics=s.intrinsics, note=s.note,
+               runs=len(results))
     return row
 
 
-def run_all(runs: int, work: Path, only: Optional[list] = None, log=print) -> list[dict]:
+LARGE_SETS = ("fox", "lego", "kitti")  # tens of minutes per tool on 2 cores
+
+
+def run_all(runs: int, work: Path, only: Optional[list] = None, log=print, large_runs: Optional[int] = None,
+            on_rows: Optional[Callable[[list], None]] = None) -> list[dict]:
+    """Both tools on every set, ``runs`` times each (``large_runs`` on LARGE_SETS when given); ``on_rows``
+    gets the rows so far after every set (a long run that is stopped still reports what it finished)."""
     rows = []
-    for s in default_sets(work, only):
+    for key, s in default_sets(work, only, keys=True):
+        n = min(runs, large_runs) if large_runs and key in LARGE_SETS else runs
         for tool in ("parallax", "pycolmap"):
-            log(f"  {s.name}: {tool} ...")
+            log(f"  {s.name}: {tool} x {n} ...")
             try:
-                rows.append(bench_set(s, tool, runs, work))
+                rows.append(bench_set(s, tool, n, work))
             except Exception as exc:  # a failing tool is a result worth reporting, not a crash of the report
                 rows.append({"set": s.name, "tool": tool, "images": len(s.image_names), "intrinsics": s.intrinsics,
-                             "note": f"failed: {type(exc).__name__}: {exc}"})
+                             "note": f"failed: {type(exc).__name__}: {exc}", "runs": n})
             log(f"    {rows[-1]}")
+        if on_rows is not None:
+            on_rows(rows)
     return rows
 
 
@@ -309,11 +318,11 @@ def markdown_section(rows: list[dict], runs: int) -> list[str]:
     lines = [TITLE, "",
              f"Parallax incremental SfM against pycolmap {_pycolmap_version()} (extract_features, match_exhaustive or "
              f"match_sequential, incremental_mapping; CPU) on the same files, same intrinsics policy, max image size "
-             f"{MAX_IMAGE_SIZE}. Median of {runs} run(s). ATE: registered camera centres after Sim(3) alignment "
+             f"{MAX_IMAGE_SIZE}. Median of the runs in the runs column (up to {runs}). ATE: registered camera centres after Sim(3) alignment "
              "(% of the ground-truth path length); rotation: mean angle after alignment.", "",
-             "| set | tool | K | registered / images | models | points | track len | reproj px | extract s | "
+             "| set | tool | runs | K | registered / images | models | points | track len | reproj px | extract s | "
              "match+verify s | map s | total s | time ratio | ATE (%) | rot ° | note |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     pycolmap_total = {r["set"]: r.get("total_s") for r in rows if r["tool"] == "pycolmap"}
     for r in rows:
         ratio = "—"
@@ -321,7 +330,7 @@ def markdown_section(rows: list[dict], runs: int) -> list[str]:
             ratio = f"{r['total_s'] / pycolmap_total[r['set']]:.2f}×"
         ate = "—" if not np.isfinite(r.get("ate", float("nan"))) else f"{r['ate']:.4f} ({r['ate_pct']:.2f} %)"
         lines.append(
-            f"| {r['set']} | {r['tool']} | {r['intrinsics']} | {_fmt(r.get('registered'), '.0f')} / {r['images']} | "
+            f"| {r['set']} | {r['tool']} | {r.get('runs', runs)} | {r['intrinsics']} | {_fmt(r.get('registered'), '.0f')} / {r['images']} | "
             f"{_fmt(r.get('models'), '.0f')} | {_fmt(r.get('points'), '.0f')} | {_fmt(r.get('track_length'), '.2f')} | "
             f"{_fmt(r.get('reproj_px'), '.3f')} | {_fmt(r.get('extract_s'), '.1f')} | {_fmt(r.get('match_s'), '.1f')} | "
             f"{_fmt(r.get('map_s'), '.1f')} | {_fmt(r.get('total_s'), '.1f')} | {ratio} | {ate} | "
