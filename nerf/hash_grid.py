@@ -124,9 +124,17 @@ def hash_grid_backward(positions, grad_out, table, scales, table_size, chunks, p
     return grad, grad_positions
 
 
+def _match_torch_threads() -> int:
+    """numba's workers for this thread = torch's (the runner may give training fewer threads than cores)."""
+    threads = max(1, min(torch.get_num_threads(), numba.config.NUMBA_NUM_THREADS))
+    numba.set_num_threads(threads)
+    return threads
+
+
 class _HashGridFunction(torch.autograd.Function):
     @staticmethod
     def forward(ctx, positions, table, scales, table_size):
+        _match_torch_threads()
         ctx.save_for_backward(positions, table)
         ctx.scales = scales
         ctx.table_size = table_size
@@ -137,7 +145,7 @@ class _HashGridFunction(torch.autograd.Function):
     def backward(ctx, grad_out):
         positions, table = ctx.saved_tensors
         grad = np.ascontiguousarray(grad_out.detach().numpy(), dtype=np.float32)
-        chunks = max(1, numba.get_num_threads())
+        chunks = _match_torch_threads()
         position_grad = bool(ctx.needs_input_grad[0])
         grad_table, grad_positions = hash_grid_backward(positions.detach().numpy(), grad, table.detach().numpy(),
                                                         ctx.scales, ctx.table_size, chunks, position_grad)
