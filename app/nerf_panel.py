@@ -21,6 +21,7 @@ from . import style
 from . import view_geometry as vg
 from .image_plot import image_plot
 from .live_overlay import overlay_gl_options
+from .snapshot_signature import drawable_signature
 from .nerf_worker import (OutputProcess, TrainingWorker, TrainJob, TrainSnapshot, camera_fields, camera_sets,
                           load_import, path_poses, pose_fields, read_run_record, run_dir_of, training_scene)
 
@@ -145,6 +146,7 @@ class NerfPanel(QtWidgets.QWidget):
         self._last_preview_step = -1
         self._sets = {"sfm": [], "slam": []}
         self._runs_signature = None
+        self._camera_signature = None
         self._device_probe: Optional[QtCore.QProcess] = None
         self._build()
         window.watcher.snapshot_ready.connect(self._on_scene_snapshot)
@@ -448,8 +450,14 @@ class NerfPanel(QtWidgets.QWidget):
         self.shutdown()
         self.selected_run = None
         self._runs_signature = None
+        self._camera_signature = None
 
     def _on_scene_snapshot(self, snap) -> None:
+        self._update_runs(snap)
+        signature = drawable_signature(snap)
+        if signature == self._camera_signature:
+            return  # a run recorded, a render added: cameras, paths and their preview are as they were
+        self._camera_signature = signature
         self._sets = camera_sets(snap)
         for index in range(self.camera_box.count()):
             key = self.camera_box.itemData(index)
@@ -459,7 +467,6 @@ class NerfPanel(QtWidgets.QWidget):
                 self.camera_box.setItemText(index, f"{text} — {n}")
         self._update_camera_info()
         self._update_camera_lists(snap)
-        self._update_runs(snap)
         self.overlay.redraw()  # the view may have re-aligned
         self.update_path_preview()
 
@@ -841,12 +848,9 @@ class NerfPanel(QtWidgets.QWidget):
         self.message_label.setStyleSheet(f"color:{'#ff6b6b' if failed else '#aeb3bb'}")
         self.message_label.setText(snap.message)
         self.message_label.setVisible(bool(snap.message))
-        if not snap.running:
-            self._draw_loss()
-            self._draw_psnr()
-        elif now - self._last_plot_update >= PLOT_UPDATE_INTERVAL_S:
-            # Each repaint composes the whole window with the GL view (~30 ms under Xvfb): the labels, the loss
-            # plot and the PSNR plot are painted in separate turns of the event loop, not in one long one.
+        if not snap.running or now - self._last_plot_update >= PLOT_UPDATE_INTERVAL_S:
+            # Plot painting (axes) is the costly part: the labels, the loss plot and the PSNR plot are painted in
+            # separate turns of the event loop, not in one long one (the last update of a run too).
             self._last_plot_update = now
             QtCore.QTimer.singleShot(PLOT_STAGGER_MS, self._draw_loss)
             QtCore.QTimer.singleShot(2 * PLOT_STAGGER_MS, self._draw_psnr)

@@ -48,7 +48,9 @@ def take_screenshot(out: Path, width: int = 1600, height: int = 1000, path: str 
     window.view.reset_camera()
     _settle(app, 0.3)
     out.parent.mkdir(parents=True, exist_ok=True)
-    if not window.grab().save(str(out)):
+    from app.view3d import grab_with_view
+
+    if not grab_with_view(window).save(str(out)):
         raise SystemExit(f"screenshot: cannot write {out}")
     window.close()
     return out

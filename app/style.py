@@ -106,8 +106,8 @@ QMenu::item:selected { background: #2f4a63; }
 QSlider::groove:horizontal { height: 4px; background: #3a3d43; border-radius: 2px; }
 QSlider::handle:horizontal { background: #6cb2f0; width: 12px; margin: -5px 0; border-radius: 6px; }
 QSlider::sub-page:horizontal { background: #3d8fd6; border-radius: 2px; }
-QLabel#overlay { color: #c9ced6; background: rgba(20, 21, 24, 170); border-radius: 4px; padding: 4px 8px; }
-QLabel#placeholder { color: #7c818a; font-size: 13px; }
+QLabel#overlay { color: #c9ced6; background: #2a2c30; border-bottom: 1px solid #1b1c1f; padding: 2px 10px; }
+QLabel#placeholder { color: #7c818a; font-size: 13px; background: rgb(27, 28, 32); }
 QLabel#frameInfo { color: #aeb3bb; }
 """
 

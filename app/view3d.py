@@ -3,6 +3,11 @@
 It draws only from immutable ``SceneSnapshot`` objects handed to it on the GUI thread.
 Everything is drawn in a "view" frame rotated so that the cameras' up points along +z
 (the axis GLViewWidget orbits around); see view_geometry.view_from_world_rotation.
+
+The GL surface is a QOpenGLWindow in a window container, not a QOpenGLWidget: one QOpenGLWidget switches
+the whole main window to OpenGL composition, so every label or progress-bar change repainted through GL
+(~40 ms a change under Xvfb's software GL, against ~1 ms now). Nothing can be drawn over a native child
+window, so the statistics sit in the toolbar and the empty-scene hint replaces the surface.
 """
 from __future__ import annotations
 
@@ -11,10 +16,13 @@ from typing import Optional
 
 import numpy as np
 import pyqtgraph.opengl as gl
-from PyQt6 import QtCore, QtGui, QtWidgets
+from OpenGL import GL
+from PyQt6 import QtCore, QtGui, QtOpenGL, QtWidgets
+from pyqtgraph.opengl.GLViewWidget import GLViewMixin
 
 from . import style
 from . import view_geometry as vg
+from .snapshot_signature import drawable_signature
 
 DEFAULT_ELEVATION = 28.0
 DEFAULT_AZIMUTH = -60.0
@@ -53,8 +61,69 @@ def point_color_range(points, mode: str) -> tuple[float, float]:
     return 0.0, 1.0
 
 
+class GLViewWindow(GLViewMixin, QtOpenGL.QOpenGLWindow):
+    """pyqtgraph's GL view (camera, items, mouse orbit/pan/zoom) on a QOpenGLWindow."""
+
+    def devicePixelRatioF(self) -> float:  # GLViewMixin asks QWidget's name
+        return float(self.devicePixelRatio())
+
+    def render_image(self) -> QtGui.QImage:
+        """The view as it is now, rendered into an offscreen buffer (``update()`` only schedules a frame)."""
+        w, h = max(self.deviceWidth(), 1), max(self.deviceHeight(), 1)
+        self.makeCurrent()
+        fbo = QtOpenGL.QOpenGLFramebufferObject(
+            w, h, QtOpenGL.QOpenGLFramebufferObject.Attachment.CombinedDepthStencil)
+        try:
+            fbo.bind()
+            GL.glViewport(0, 0, w, h)
+            self.paint(region=(0, 0, w, h), viewport=(0, 0, w, h))
+            return fbo.toImage()
+        finally:
+            fbo.release()
+            self.doneCurrent()
+
+
+def grab_with_view(widget: QtWidgets.QWidget) -> QtGui.QPixmap:
+    """``widget.grab()`` with every SceneView's GL surface painted in (a native window is not in a grab)."""
+    pixmap = widget.grab()
+    painter = QtGui.QPainter(pixmap)
+    try:
+        for view in widget.findChildren(SceneView):
+            if view.gl_container.isVisible():
+                top_left = view.gl_container.mapTo(widget, QtCore.QPoint(0, 0))
+                frame = view.gl.render_image()
+                painter.drawImage(QtCore.QRect(top_left, view.gl_container.size()), frame)
+    finally:
+        painter.end()
+    return pixmap
+
+
+class ElidedLabel(QtWidgets.QLabel):
+    """A one-line label that shortens its text with "…" instead of clipping it when the row is narrow."""
+
+    def __init__(self, parent=None):
+        super().__init__(parent)
+        self._full = ""
+
+    def setText(self, text: str) -> None:
+        self._full = text
+        self.setToolTip(text)
+        self._elide()
+
+    def text(self) -> str:
+        return self._full
+
+    def resizeEvent(self, event) -> None:
+        super().resizeEvent(event)
+        self._elide()
+
+    def _elide(self) -> None:
+        room = max(self.contentsRect().width() - 4, 0)
+        super().setText(self.fontMetrics().elidedText(self._full, QtCore.Qt.TextElideMode.ElideRight, room))
+
+
 class SceneView(QtWidgets.QWidget):
-    """A small view toolbar above a GLViewWidget."""
+    """A small view toolbar above a GL view (a QOpenGLWindow in a container)."""
 
     point_size_changed = QtCore.pyqtSignal(float)
     image_picked = QtCore.pyqtSignal(int)  # a registered image's camera was clicked
@@ -62,6 +131,7 @@ class SceneView(QtWidgets.QWidget):
     def __init__(self, parent: Optional[QtWidgets.QWidget] = None, point_size: float = 3.0):
         super().__init__(parent)
         self.snapshot = None
+        self._drawn_signature = None
         self._items: dict[Key, list[gl.GLGraphicsItem.GLGraphicsItem]] = {}
         self._visible: dict[Key, bool] = {}
         self._view_from_world: Optional[np.ndarray] = None
@@ -72,38 +142,49 @@ class SceneView(QtWidgets.QWidget):
         self._press_pos: Optional[QtCore.QPointF] = None
         self.trajectory_colors: dict[str, tuple] = {}
 
-        self.gl = gl.GLViewWidget(self)
+        self.gl = GLViewWindow()
         self.gl.setBackgroundColor(style.qcolor(style.VIEW_BACKGROUND))
         self.gl.opts["fov"] = 50
         self.gl.setCameraPosition(distance=15, elevation=DEFAULT_ELEVATION, azimuth=DEFAULT_AZIMUTH)
-        self.gl.setMinimumSize(320, 240)
-        self.gl.setToolTip("Left drag: orbit   Middle drag / Ctrl+left: pan   Wheel: zoom")
+        self.gl_container = QtWidgets.QWidget.createWindowContainer(self.gl, self)
+        self.gl_container.setMinimumSize(320, 240)
+        self.gl_container.setFocusPolicy(QtCore.Qt.FocusPolicy.ClickFocus)
 
         self.grid = gl.GLGridItem(color=style.GRID_COLOR)
         self.grid.setSize(20, 20)
         self.grid.setSpacing(1, 1)
         self.gl.addItem(self.grid)
 
-        self._build_toolbar()
-        layout = QtWidgets.QVBoxLayout(self)
-        layout.setContentsMargins(0, 0, 0, 0)
-        layout.setSpacing(0)
-        layout.addWidget(self.toolbar)
-        layout.addWidget(self.gl, 1)
-
-        # Text over the GL surface: scene statistics, and a hint while the scene is empty.
-        self.overlay = QtWidgets.QLabel(self.gl)
+        # Scene statistics at the right end of the toolbar; a hint instead of the surface while empty.
+        self.overlay = ElidedLabel(self)
         self.overlay.setObjectName("overlay")
-        self.overlay.move(10, 10)
-        self.overlay.hide()
+        self._build_toolbar()
         self.placeholder = QtWidgets.QLabel(
             "<div style='font-size:17px; color:#aeb3bb'>No scene loaded</div>"
             "<div style='margin-top:6px'>Drop a video, an image folder, a COLMAP model or a "
-            ".parallax project here,<br>or use <b>File ▸ Open</b>.</div>", self.gl)
+            ".parallax project here,<br>or use <b>File ▸ Open</b>.</div>", self)
         self.placeholder.setObjectName("placeholder")
         self.placeholder.setAlignment(QtCore.Qt.AlignmentFlag.AlignCenter)
-        self.placeholder.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
-        self.overlay.setAttribute(QtCore.Qt.WidgetAttribute.WA_TransparentForMouseEvents)
+        self.placeholder.setMinimumSize(320, 240)
+        self.placeholder.setAutoFillBackground(True)
+        self.surface = QtWidgets.QStackedWidget(self)
+        self.surface.addWidget(self.placeholder)
+        self.surface.addWidget(self.gl_container)
+        self.surface.setCurrentWidget(self.placeholder)
+        # The statistics take what the toolbar leaves of the row (a QToolBar would fold them into its overflow).
+        self.overlay.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
+        self.overlay.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+        self.overlay.hide()
+        header = QtWidgets.QHBoxLayout()
+        header.setContentsMargins(0, 0, 0, 0)
+        header.setSpacing(0)
+        header.addWidget(self.toolbar)
+        header.addWidget(self.overlay, 1)
+        layout = QtWidgets.QVBoxLayout(self)
+        layout.setContentsMargins(0, 0, 0, 0)
+        layout.setSpacing(0)
+        layout.addLayout(header)
+        layout.addWidget(self.surface, 1)
         self.gl.installEventFilter(self)
 
     # --- toolbar ----------------------------------------------------------------------
@@ -145,10 +226,15 @@ class SceneView(QtWidgets.QWidget):
         self.snapshot = snapshot
         if self._view_from_world is None and self._has_poses(snapshot):
             self._compute_alignment(snapshot)
+        signature = (drawable_signature(snapshot), self._view_from_world is None)
+        if signature == self._drawn_signature:
+            return  # nothing drawn changed (a NeRF run recorded, ...): no rebuild, no GL frame
+        self._drawn_signature = signature
         self._redraw()
 
     def reset_alignment(self) -> None:
         """Forget the up-alignment and camera size (a new scene was opened)."""
+        self._drawn_signature = None
         self._view_from_world = None
         self._base_frustum_size = None
         self._selected_image_id = None
@@ -241,7 +327,7 @@ class SceneView(QtWidgets.QWidget):
 
     def grab_rgb(self) -> np.ndarray:
         """The rendered 3D view as an (H, W, 3) uint8 array."""
-        image = self.gl.grabFramebuffer().convertToFormat(QtGui.QImage.Format.Format_RGB888)
+        image = self.gl.render_image().convertToFormat(QtGui.QImage.Format.Format_RGB888)
         w, h = image.width(), image.height()
         buffer = np.frombuffer(image.constBits().asstring(image.sizeInBytes()), dtype=np.uint8)
         return buffer.reshape(h, image.bytesPerLine())[:, : w * 3].reshape(h, w, 3).copy()
@@ -446,16 +532,16 @@ class SceneView(QtWidgets.QWidget):
         if snap.trajectories:
             parts.append(f"{len(snap.trajectories)} trajector{'y' if len(snap.trajectories) == 1 else 'ies'}")
         empty = not (parts or snap.cameras)
-        self.placeholder.setVisible(empty)
+        self.surface.setCurrentWidget(self.placeholder if empty else self.gl_container)
         self.overlay.setVisible(bool(parts))
         self.overlay.setText("   ·   ".join(parts))
-        self.overlay.adjustSize()
 
-    def eventFilter(self, obj, event) -> bool:  # keep the hint centred on the GL surface; pick cameras
+    def eventFilter(self, obj, event) -> bool:  # pick cameras; files dropped on the surface go to the window
         kind = QtCore.QEvent.Type
-        if obj is self.gl and event.type() == kind.Resize:
-            self.placeholder.setGeometry(0, 0, self.gl.width(), self.gl.height())
-        elif obj is self.gl and event.type() == kind.MouseButtonPress \
+        if obj is self.gl and event.type() in (kind.DragEnter, kind.DragMove, kind.Drop):
+            QtWidgets.QApplication.sendEvent(self.window(), event)
+            return True
+        if obj is self.gl and event.type() == kind.MouseButtonPress \
                 and event.button() == QtCore.Qt.MouseButton.LeftButton:
             self._press_pos = event.position()
         elif obj is self.gl and event.type() == kind.MouseButtonRelease and self._press_pos is not None:

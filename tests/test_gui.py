@@ -137,6 +137,7 @@ def test_synthetic_scene_draws_cloud_frusta_and_ground_truth(window):
     assert count_color(rgb, GT_RGB8) > 50
     assert count_color(rgb, SLAM_RGB8) > 50
     assert not window.view.placeholder.isVisible()
+    assert window.view.overlay.isVisible() and "dense:" in window.view.overlay.text()  # statistics in the toolbar
 
 
 def test_toggling_trajectory_in_tree_hides_its_colour(window):

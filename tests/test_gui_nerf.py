@@ -170,6 +170,8 @@ def test_stream_of_a_fake_child_fills_plots_labels_and_runs_list(window, qtbot, 
     with qtbot.waitSignal(panel.run_recorded, timeout=20000):
         panel.start(start_fn=fake_start)
     qtbot.waitUntil(lambda: panel.worker is None, timeout=10000)
+    # The last plot updates are painted in later turns of the event loop, not in the finishing one.
+    qtbot.waitUntil(lambda: len(panel.loss_curve.xData) == 40 and len(panel.eval_curve.xData) == 4, timeout=5000)
     snap = panel.snapshot
     assert snap.state == "finished" and snap.step == 40 and snap.target == 40
     assert len(snap.loss) == 40 and len(snap.eval_psnr) == 4
@@ -187,9 +189,10 @@ def test_stream_of_a_fake_child_fills_plots_labels_and_runs_list(window, qtbot, 
     assert panel.start_button.isEnabled()
 
 
-@pytest.mark.xfail(strict=False, reason="issue 5 asks that the GUI never blocks > 50 ms; the panel's own handlers "
-                   "take ~1 ms per snapshot, but each repaint composes the whole window with the GL view: 70-115 ms "
-                   "gaps measured under Xvfb on 2 loaded cores (a label change alone: ~30 ms; idle: 13 ms)")
+@pytest.mark.xfail(strict=False, reason="our 50 ms bar for 'the GUI stays responsive' (issue 5): since the 3D view "
+                   "became a QOpenGLWindow (no GL composition of the whole window) the max gap fell from 70-180 ms "
+                   "to 52-63 ms with the machine fully loaded by a benchmark (median tick ~10 ms); passes on some "
+                   "runs; the rest is Qt painting the panel at the start of a run under Xvfb")
 def test_main_thread_never_blocks_more_than_50_ms_while_a_run_streams(window, qtbot, tmp_path):
     from PyQt6 import QtCore
 
@@ -219,7 +222,7 @@ def test_a_child_that_dies_without_a_report_shows_an_error_and_keeps_the_scene(w
     title, message = blocker.args
     assert title == "NeRF training failed" and "exited with code -9" in message
     assert panel.snapshot.state == "failed" and "code -9" in panel.message_label.text()
-    assert len(panel.loss_curve.xData) > 0  # what arrived before the crash stays on the plot
+    qtbot.waitUntil(lambda: len(panel.loss_curve.xData) > 0, timeout=5000)  # what arrived stays on the plot
     assert (sorted(window.scene.images), dict(window.scene.clouds), len(window.scene.points)) == before
     assert window.scene.nerf_runs["nerf-1"].status == "failed"  # the run is recorded, as failed
     assert panel.start_button.isEnabled() and panel.worker is None
@@ -255,7 +258,7 @@ def test_real_training_start_loss_stop_resume_and_a_crashed_child(window, qtbot,
     qtbot.waitUntil(lambda: panel.worker is None, timeout=60000)
     snap = panel.snapshot
     assert snap.state == "stopped" and 1 <= snap.step < 300, snap.message
-    assert len(panel.loss_curve.xData) == len(snap.loss) >= 1
+    qtbot.waitUntil(lambda: len(panel.loss_curve.xData) == len(snap.loss) >= 1, timeout=5000)
     assert np.all(np.isfinite(snap.loss)) and snap.checkpoint is not None and Path(snap.checkpoint).is_file()
     assert panel.run_names() == ["nerf-1"]
     assert window.scene.nerf_runs["nerf-1"].status == "stopped"

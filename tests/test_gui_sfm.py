@@ -205,7 +205,9 @@ def test_run_on_a_folder_fills_table_histogram_and_view(window, qtbot, image_set
     assert shown.args[0] == other and table.currentRow() == 6
 
     QtWidgets.QApplication.processEvents()
-    assert window.grab().save(SCREENSHOT)
+    from app.view3d import grab_with_view
+
+    assert grab_with_view(window).save(SCREENSHOT)
 
 
 def _screen_position(view, world_xyz) -> tuple[float, float]:
