@@ -51,12 +51,12 @@ _BLOCK_ROWS = 2048  # rows of the similarity matrix held at once: 2048 x 8192 fl
 
 
 @njit(cache=True, parallel=True)
-def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx):
+def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx, threads):
     """Per row of ``sim`` (rows row0..): the best and second-best similarity and the best column; per column the
     best similarity and its row over all blocks seen so far. One pass over the block, rows split over threads;
     each thread keeps its own column bests, merged in row order (ties keep the first row, as a serial scan)."""
     n_rows, n_cols = sim.shape
-    chunks = max(1, min(numba.get_num_threads(), n_rows))
+    chunks = max(1, min(threads, n_rows))
     step = (n_rows + chunks - 1) // chunks
     col_sim = np.full((chunks, n_cols), -2.0, np.float32)
     col_idx = np.full((chunks, n_cols), -1, np.int64)
@@ -100,7 +100,7 @@ def _exact_best_two(desc1: np.ndarray, desc2: np.ndarray):
     bt = np.ascontiguousarray(b.T)
     for row0 in range(0, n1, _BLOCK_ROWS):
         sim = a[row0:row0 + _BLOCK_ROWS] @ bt
-        _best_two_of_block(sim, row0, best_sim, best_idx, second_sim, col_sim, col_idx)
+        _best_two_of_block(sim, row0, best_sim, best_idx, second_sim, col_sim, col_idx, numba.get_num_threads())
     # Unit vectors: |a - b|^2 = 2 - 2 a.b (clipped: rounding can make it slightly negative).
     d1 = np.sqrt(np.maximum(2.0 - 2.0 * best_sim.astype(np.float64), 0.0))
     d2 = np.where(second_sim > -2.0, np.sqrt(np.maximum(2.0 - 2.0 * second_sim.astype(np.float64), 0.0)), np.inf)
