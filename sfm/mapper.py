@@ -191,7 +191,7 @@ class IncrementalMapper:
         self.anchor = -1
         self.reasons = ["not tried"] * self.n
         self.inliers = np.zeros(self.n, np.int64)
-        self.stats = {"local_ba": 0, "global_ba": 0, "registration_failures": 0}
+        self.stats = {"local_ba": 0, "global_ba": 0, "registration_failures": 0, "refinement_retries": 0}
 
     # --- helpers ----------------------------------------------------------------------------
     def _compute_rays(self):
@@ -491,6 +491,7 @@ class IncrementalMapper:
         """Register images into the current model until none more can be, then final BA and retriangulation."""
         last_global = max(2, int(self.registered.sum()))
         trials = np.zeros(self.n, np.int64)
+        refined = False  # a global refinement since the last registration
         while True:
             registered_any = False
             for i in self.next_images(taken):
@@ -512,9 +513,20 @@ class IncrementalMapper:
                 self._report(f"registered image {i}: {self.inliers[i]} inliers, {int(self.valid.sum())} points",
                              taken)
                 self._notify(model)
+                refined = False
                 break  # re-rank after every registration
             if not registered_any:
-                break
+                if refined or not len(self.next_images(taken)):
+                    break
+                # As COLMAP: when nothing registers, refine the whole model (global BA, retriangulation: more
+                # and better points) and give every remaining image its trials again before giving up.
+                self._check_stop("before a global refinement")
+                self.global_ba()
+                self.retriangulate()
+                last_global = int(self.registered.sum())
+                trials[:] = 0
+                refined = True
+                self.stats["refinement_retries"] += 1
         self._check_stop("before the final bundle adjustment")
         self.global_ba()
         self.retriangulate()
