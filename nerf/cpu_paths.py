@@ -15,7 +15,7 @@ import torch
 from nerfstudio.field_components.encodings import HashEncoding
 from nerfstudio.field_components.spatial_distortions import SceneContraction
 
-from nerf.hash_grid import FusedHashEncoding
+from nerf.hash_grid import FusedHashEncoding, warm_up
 
 
 class FastSceneContraction(SceneContraction):
@@ -36,4 +36,6 @@ def use_cpu_paths(module: torch.nn.Module) -> int:
         elif type(child) is SceneContraction:
             child.__class__ = FastSceneContraction
             count += 1
+    if any(type(child) is FusedHashEncoding for child in module.modules()):
+        warm_up()  # during model setup, before any training clock starts
     return count

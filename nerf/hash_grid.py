@@ -166,3 +166,13 @@ class FusedHashEncoding(HashEncoding):
         out = _HashGridFunction.apply(positions, table, scales, int(self.hash_table_size))
         return out.reshape(*shape, self.get_out_dim())
 
+
+
+def warm_up() -> None:
+    """Compile both kernels (or load them from numba's cache) now: a first compile takes seconds, which
+    must not come out of a training budget that starts after setup."""
+    positions = np.zeros((2, 3), np.float32)
+    table = np.zeros((8, 2), np.float32)
+    scales = np.ones(1, np.float32)
+    hash_grid_forward(positions, table, scales, 8)
+    hash_grid_backward(positions, np.zeros((2, 2), np.float32), table, scales, 8, 1, True)
