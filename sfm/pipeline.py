@@ -213,8 +213,11 @@ def run(scene_or_images, options: SfmOptions | None = None, progress=None) -> Sf
         result.reasons[k] = f"unreadable: {reason}"
 
     t = time.perf_counter()
+    im_model = result.image_model
+    between = sum(1 for p in graph if im_model[p.image1] >= 0 and im_model[p.image2] >= 0
+                  and im_model[p.image1] != im_model[p.image2])
     stats = dict(result.stats, matched_pairs=len(matches), verified_pairs=len(graph), duplicates=len(duplicates),
-                 unreadable=len(failures) + len(skipped))
+                 unreadable=len(failures) + len(skipped), verified_pairs_between_models=between)
     models = _write(scene, ids, images, cam_ids, feats, result, opts.outlier_removal, stats, warnings)
     seconds["write"] = time.perf_counter() - t
     seconds["total"] = time.perf_counter() - t0
@@ -337,7 +340,11 @@ def _write_models(scene: Scene, ids, result, point_ids, outlier_removal, stats: 
                  "clouds (the scene's 3D points and tracks keep them all)", outlier_removal.nb_neighbors,
                  outlier_removal.std_ratio, stats["outlier_removal"]["removed"], len(result.points_xyz))
     if len(models) > 1:
-        _warn(warnings, f"the view graph is disconnected: {len(models)} models (" +
+        between = stats.get("verified_pairs_between_models", 0)
+        why = ("the view graph is disconnected" if not between else
+               f"{between} verified image pairs link the models, but no image of one could be registered into "
+               f"another (the pairs are weak, or match repeated texture)")
+        _warn(warnings, f"{why}: {len(models)} models (" +
               ", ".join(f"model {m.index}: {m.num_images} images" for m in models) +
               f"); each has its own world frame. Cloud {CLOUD_NAME!r} is model 1.")
     scene.metadata = dict(scene.metadata, sfm={
