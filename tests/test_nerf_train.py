@@ -27,7 +27,7 @@ from scene.model import FrameRef, Image, Scene
 
 RAYS = 256          # rays per batch: the tiny scene has 12 x ~1000 pixels
 STOP_AFTER = 12     # steps the shared run trains before Stop is pressed
-RESUME_TO = 15      # total target when resuming
+RESUME_MORE = 3     # steps the resumed run adds to where Stop left it (Stop lands a few steps after it is pressed)
 TIMEOUT = 240
 
 
@@ -79,9 +79,10 @@ def stopped_run(scene_dir, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def resumed_run(stopped_run):
-    run_dir, _, _ = stopped_run
-    handle = start_training(None, run_dir, iterations=RESUME_TO, resume=True, threads=2)
-    return run_dir, handle, drain(handle)
+    run_dir, _, stopped_events = stopped_run
+    target = stopped_events[-1]["step"] + RESUME_MORE
+    handle = start_training(None, run_dir, iterations=target, resume=True, threads=2)
+    return run_dir, handle, drain(handle), target
 
 
 def steps(events):
@@ -122,33 +123,33 @@ def test_stop_keeps_a_checkpoint(stopped_run):
 
 def test_resume_continues_from_the_last_step(stopped_run, resumed_run):
     _, _, stopped_events = stopped_run
-    run_dir, handle, events = resumed_run
+    run_dir, handle, events, target = resumed_run
     done_before = stopped_events[-1]["step"]
     assert handle.returncode == 0, events[-1]
     assert events[0]["event"] == "start" and events[0]["resumed"] and events[0]["step"] == done_before
     assert steps(events)[0]["step"] == done_before + 1
-    assert events[-1]["event"] == "done" and events[-1]["step"] == RESUME_TO
+    assert events[-1]["event"] == "done" and events[-1]["step"] == target
     # the resumed model continues where it was: its first loss is near the last ones, not back at the start
     assert steps(events)[0]["loss"] < np.mean([e["loss"] for e in steps(stopped_events)[:3]])
     layout = RunLayout.at(run_dir)
-    assert [p.name for p in layout.checkpoints()] == [f"step-{RESUME_TO - 1:09d}.ckpt"]
-    assert read_record(layout)["status"] == "finished" and read_record(layout)["steps"] == RESUME_TO
+    assert [p.name for p in layout.checkpoints()] == [f"step-{target - 1:09d}.ckpt"]
+    assert read_record(layout)["status"] == "finished" and read_record(layout)["steps"] == target
 
 
 def test_record_run_survives_project_save_and_reopen(resumed_run, tmp_path):
     from scene.project import load_project, save_project
 
-    run_dir, _, _ = resumed_run
+    run_dir, _, _, target = resumed_run
     project = tmp_path / "p.parallax"
     (project / "nerf").mkdir(parents=True)
     moved = project / "nerf" / "tiny"
     shutil.copytree(run_dir, moved)
     scene = Scene()
     run = record_run(scene, moved, project_dir=project)
-    assert run.status == "finished" and run.preset == "parallax-cpu" and run.metrics["steps"] == RESUME_TO
+    assert run.status == "finished" and run.preset == "parallax-cpu" and run.metrics["steps"] == target
     save_project(scene, project)
     again = load_project(project).nerf_runs["tiny"]
-    assert again.checkpoint_dir == "tiny" and again.status == "finished" and again.metrics["steps"] == RESUME_TO
+    assert again.checkpoint_dir == "tiny" and again.status == "finished" and again.metrics["steps"] == target
 
 
 # --- §5 bad inputs: each is refused before a child starts, and the run folder keeps what it had -------------
