@@ -28,14 +28,14 @@ class FastSceneContraction(SceneContraction):
 
 def use_cpu_paths(module: torch.nn.Module) -> int:
     """Switch every torch-path HashEncoding and SceneContraction inside ``module``; returns how many."""
-    count = 0
+    encodings = contractions = 0
     for child in module.modules():
         if type(child) is HashEncoding and child.tcnn_encoding is None:
             child.__class__ = FusedHashEncoding
-            count += 1
+            encodings += 1
         elif type(child) is SceneContraction:
             child.__class__ = FastSceneContraction
-            count += 1
-    if any(type(child) is FusedHashEncoding for child in module.modules()):
+            contractions += 1
+    if encodings:
         warm_up()  # during model setup, before any training clock starts
-    return count
+    return encodings + contractions
