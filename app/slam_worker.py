@@ -5,6 +5,10 @@ quit) and receives ``SlamSnapshot`` objects: immutable, self-contained copies of
 built on this thread. Only the latest snapshot matters, so the worker keeps one slot and pokes the GUI
 thread at most every ``MIN_SNAPSHOT_INTERVAL_S`` (a step, pause or end of the run always delivers).
 
+Play and forward seeks run local mapping on its own thread (``System.set_background_mapping``); Step,
+Pause and the end of the run switch back to synchronous mapping, which first finishes the queued keyframes.
+Snapshots read the map under ``System.reading()``.
+
 Seeking: forward = process every frame up to the target as fast as possible (SLAM cannot skip frames);
 backward = reset the system and replay from the first frame. When the source ends, or on ``finish()``,
 the result is written into the shared scene with ``System.to_scene`` on this thread; a later export
@@ -196,6 +200,8 @@ class SlamWorker(QtCore.QThread):
             log.error("SLAM worker failed:\n%s", traceback.format_exc().rstrip())
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         finally:
+            if self.system is not None:
+                self.system.close()
             if self.source is not None:
                 self.source.close()
 
@@ -210,6 +216,8 @@ class SlamWorker(QtCore.QThread):
     def _new_system(self) -> None:
         from slam.system import System
 
+        if self.system is not None:
+            self.system.close()
         self.system = System(self.camera, self.options)
         self._next_index = 0
         self._finished = False
@@ -225,13 +233,16 @@ class SlamWorker(QtCore.QThread):
             if self._finished:
                 return
             self._playing, self._target, self._clock_anchor = True, None, None
+            self.system.set_background_mapping(True)
         elif name == "pause":
             self._playing, self._target = False, None
+            self.system.set_background_mapping(False)
             self._publish(self._snapshot())
         elif name == "step":
             if self._finished:
                 return
             self._playing, self._target = False, None
+            self.system.set_background_mapping(False)
             self._process_next()
             self._publish(self._snapshot())
         elif name == "seek":
@@ -240,6 +251,7 @@ class SlamWorker(QtCore.QThread):
             if target < self._next_index - 1:
                 self._new_system()  # SLAM cannot go back in time: replay from the start
             self._target = target if target >= self._next_index else None
+            self.system.set_background_mapping(self._target is not None)
             self._publish(self._snapshot())
         elif name == "reset":
             self._playing, self._target = False, None
@@ -247,6 +259,7 @@ class SlamWorker(QtCore.QThread):
             self._publish(self._snapshot())
         elif name == "finish":
             self._playing, self._target = False, None
+            self.system.set_background_mapping(False)
             if self._next_index > 0 and not self._finished:
                 self._write_results()
             self._publish(self._snapshot())
@@ -266,6 +279,8 @@ class SlamWorker(QtCore.QThread):
         self._process_next()
         if self._target is not None and self._next_index > self._target:
             self._target = None
+            if not self._playing:
+                self.system.set_background_mapping(False)
             self._publish(self._snapshot())
             return
         now = time.monotonic()
@@ -302,6 +317,7 @@ class SlamWorker(QtCore.QThread):
 
     def _end_of_source(self) -> None:
         self._playing, self._target = False, None
+        self.system.set_background_mapping(False)
         if not self._finished:
             self._write_results()
         self._publish(self._snapshot())
@@ -377,20 +393,22 @@ class SlamWorker(QtCore.QThread):
     def _snapshot(self) -> SlamSnapshot:
         system, result = self.system, self._last_result
         m = system.map
-        poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
+        with system.reading():  # local mapping may be writing the map on its own thread
+            poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
+            k = m.num_keyframes
+            kf_rot = np.array([m.kf_pose(i).rotation.T for i in range(k)]) if k else _empty(0, (3, 3))
+            kf_centers = np.array([m.kf_pose(i).center() for i in range(k)]) if k else _empty(0, (3,))
+            alive = np.flatnonzero(m.alive) if m.num_points_total else np.zeros(0, np.int64)
+            if len(alive) > MAX_OVERLAY_POINTS:
+                alive = alive[:: int(np.ceil(len(alive) / MAX_OVERLAY_POINTS))]
+            points = m.xyz[alive].copy() if len(alive) else _empty(0, (3,))
+            num_points, loop_closures = int(m.num_points), int(system.loop_closures)
         if poses:
             timestamps = np.array([ts for ts, _ in poses])
             rot = np.array([p.rotation.T for _, p in poses])  # world_from_cam
             centers = np.array([p.center() for _, p in poses])
         else:
             timestamps, rot, centers = np.zeros(0), _empty(0, (3, 3)), _empty(0, (3,))
-        k = m.num_keyframes
-        kf_rot = np.array([m.kf_pose(i).rotation.T for i in range(k)]) if k else _empty(0, (3, 3))
-        kf_centers = np.array([m.kf_pose(i).center() for i in range(k)]) if k else _empty(0, (3,))
-        alive = np.flatnonzero(m.alive) if m.num_points_total else np.zeros(0, np.int64)
-        if len(alive) > MAX_OVERLAY_POINTS:
-            alive = alive[:: int(np.ceil(len(alive) / MAX_OVERLAY_POINTS))]
-        points = m.xyz[alive].copy() if len(alive) else _empty(0, (3,))
         current_rot = current_center = None
         if result is not None and result.cam_from_world is not None:
             current_rot = result.cam_from_world.rotation.T
@@ -423,8 +441,8 @@ class SlamWorker(QtCore.QThread):
             frame_index=self._next_index - 1, total_frames=total,
             running=self._playing or self._target is not None, finished=self._finished,
             state=state, reason=reason, image_rgb=image, image_size=size, keypoints_xy=kp_xy,
-            keypoint_status=kp_status, num_tracked=tracked, keyframes=k, map_points=int(m.num_points),
-            loop_closures=int(self.system.loop_closures) if self.system is not None else 0, track_ms=ms, fps=self._fps(), aligned_to_gt=alignment is not None,
+            keypoint_status=kp_status, num_tracked=tracked, keyframes=k, map_points=num_points,
+            loop_closures=loop_closures, track_ms=ms, fps=self._fps(), aligned_to_gt=alignment is not None,
             points_xyz=points, keyframe_rot=kf_rot, keyframe_centers=kf_centers, current_rot=current_rot,
             current_center=current_center, trajectory=centers,
             history_frames=np.array(self._history_frames), history_tracked=np.array(self._history_tracked),

@@ -30,6 +30,7 @@ but the scale may drift slightly -- compare poses up to a similarity then.
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
@@ -435,7 +436,7 @@ def _solve_reduced(s_mat: np.ndarray, b_vec: np.ndarray) -> Optional[np.ndarray]
     scaled = s_mat / d[:, None] / d[None, :]
     if not np.all(np.isfinite(scaled)):
         return None
-    with _one_blas_thread(len(scaled)):
+    with _one_blas_thread():
         try:
             factor = scipy.linalg.cho_factor(scaled, lower=True, overwrite_a=True, check_finite=False)
         except np.linalg.LinAlgError:
@@ -444,20 +445,25 @@ def _solve_reduced(s_mat: np.ndarray, b_vec: np.ndarray) -> Optional[np.ndarray]
     return x if np.all(np.isfinite(x)) else None
 
 
-def _one_blas_thread(size: int):
-    """One BLAS thread for the reduced solve once OpenBLAS would start threading (n >= ~200).
+def _one_blas_thread():
+    """One BLAS thread for the reduced solve.
 
-    Measured on the 2-core machine: the first Cholesky of a 600 x 600 system after the numba kernels
-    took 0.1-0.9 s with two OpenBLAS threads competing with other work for the cores, 3-7 ms with one.
-    Local BA shares the cores with the tracking thread, so a single thread is the predictable choice.
+    Measured on the 2-core machine: with two OpenBLAS threads and the other core busy (tracking, or other
+    work), a Cholesky of a 192 x 192 system took 165-240 ms instead of ~1 ms, and scipy's LAPACK wrappers
+    hold the GIL meanwhile, which froze the GUI thread.
     """
-    if size < 200:
-        return contextlib.nullcontext()
+    controller = _blas_controller()
+    return contextlib.nullcontext() if controller is None else controller.limit(limits=1, user_api="blas")
+
+
+@functools.lru_cache(maxsize=1)
+def _blas_controller():
+    """threadpoolctl's view of the loaded BLAS libraries, scanned once (a scan costs ~3 ms; a limit ~20 us)."""
     try:
-        from threadpoolctl import threadpool_limits
+        from threadpoolctl import ThreadpoolController
     except ImportError:  # optional: without it BLAS keeps its default threads
-        return contextlib.nullcontext()
-    return threadpool_limits(1, user_api="blas")
+        return None
+    return ThreadpoolController()
 
 
 # --- pose-only refinement (tracking) ------------------------------------------------------------

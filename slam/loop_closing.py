@@ -37,6 +37,7 @@ from geometry.sim3 import estimate_sim3, refine_sim3, sim3_matrix, sim3_parts
 from scene.camera import Camera
 from scene.rigid import Rigid3d, quat_wxyz_to_matrix
 from slam.map import SlamMap
+from slam.map_lock import NO_LOCK
 from slam.place_recognition import PlaceRecognizer
 from slam.tracking import project_points
 
@@ -143,6 +144,7 @@ def detect_candidates(slam_map: SlamMap, recognizer: PlaceRecognizer, k: int, co
     if vector is None or len(vector) == 0:
         return []
     connected = _connected(covisibility[k], k, options.connected_min_shared)
+    connected = connected[connected < k]  # newer keyframes (queued for background mapping) are not indexed yet
     min_score = min((recognizer.score(k, int(j)) for j in connected), default=0.0)
     kfs, common = recognizer.database.common_words(vector)
     keep = (kfs < k) & ~near[np.clip(kfs, 0, slam_map.num_keyframes - 1)]
@@ -318,8 +320,11 @@ class LoopCloser:
         self._last_loop_kf = -(10 ** 9)
 
     def process(self, slam_map: SlamMap, camera: Camera, recognizer: PlaceRecognizer, k: int, level_scales,
-                scale_factor: float) -> tuple[LoopEvent | None, dict]:
-        """Detect and close a loop at the new keyframe k. Returns (event or None, statistics)."""
+                scale_factor: float, lock=NO_LOCK) -> tuple[LoopEvent | None, dict]:
+        """Detect and close a loop at the new keyframe k. Returns (event or None, statistics).
+
+        ``lock`` (``slam.map_lock``): detection hands the map to tracking between candidates; the correction
+        holds it throughout, so tracking never sees a half-corrected map."""
         o = self.options
         stats: dict = {"loop_candidates": 0}
         if (not o.enabled or not recognizer.ready or slam_map.num_keyframes < o.min_keyframes
@@ -333,6 +338,7 @@ class LoopCloser:
         match = None
         connected = slam_map.covisible_keyframes(k, slam_map.num_keyframes, min_shared=o.connected_min_shared)
         for l in candidates:
+            lock.yield_to_tracking()  # tracking inserts no keyframe while mapping is busy: covisibility holds
             group = loop_group(covisibility, l, near, o)
             found = compute_sim3(slam_map, camera, k, l, group, level_scales, scale_factor, o, seed=k)
             if found is not None and neighbours_confirm(slam_map, camera, k, found, connected, level_scales,

@@ -14,8 +14,9 @@
    the oldest keyframes of the window are fixed too (monocular gauge: pose and scale); observations whose
    error exceeds the per-level gate afterwards are dropped, and points left with < 2 observations culled.
 
-Everything runs synchronously in the caller's thread (Step mode is deterministic); a background thread for
-Play mode is left to the SLAM tab.
+The steps take a ``lock`` (``slam.map_lock``): synchronously (Step mode, deterministic) it is ``NO_LOCK``;
+on the local-mapping thread of Play mode it is the map's ``MapLock``, held by the caller, handed to tracking
+between neighbours and dropped during bundle adjustment's solve, which works on copies.
 """
 from __future__ import annotations
 
@@ -32,6 +33,7 @@ from geometry.triangulation import triangulate_two_view
 from scene.camera import Camera
 from scene.rigid import Rigid3d
 from slam.map import SlamMap
+from slam.map_lock import NO_LOCK
 from slam.tracking import POSE_GATE_PX, Frame, project_points
 
 _CHI2_1DOF = 3.841
@@ -56,6 +58,7 @@ class MappingOptions:
     ba_window: int = 10                    # covisible keyframes optimised with the new one
     ba_max_fixed: int = 20
     ba_iterations: int = 10
+    global_ba_iterations: int = 20         # global BA after every loop closure (0: none)
     min_found_ratio: float = 0.25
     distinctive_descriptors: bool = False  # SlamMap keeps each point's most distinctive observation descriptor
 
@@ -183,13 +186,14 @@ def _rays(normalized: np.ndarray) -> np.ndarray:
 
 
 def triangulate_new_points(slam_map: SlamMap, camera: Camera, k: int, scale_factor: float, level_scales,
-                           options: MappingOptions) -> int:
+                           options: MappingOptions, lock=NO_LOCK) -> int:
     pose_k = slam_map.kf_pose(k)
     center_k = pose_k.center()
     focal = float(np.mean(camera.focal_xy))
     level_scales = np.asarray(level_scales)
     created = 0
     for j in slam_map.covisible_keyframes(k, options.triangulation_neighbours):
+        lock.yield_to_tracking()
         pose_j = slam_map.kf_pose(int(j))
         center_j = pose_j.center()
         # Baseline against the neighbour's median depth: too short a baseline gives no usable depth.
@@ -271,7 +275,7 @@ def _project_into_keyframe(slam_map: SlamMap, camera: Camera, kf: int, points: n
 
 
 def search_in_neighbours(slam_map: SlamMap, camera: Camera, k: int, scale_factor: float, level_scales,
-                         options: MappingOptions) -> int:
+                         options: MappingOptions, lock=NO_LOCK) -> int:
     level_scales = np.asarray(level_scales)
     neighbours = slam_map.covisible_keyframes(k, options.search_neighbours)
     added = 0
@@ -280,6 +284,7 @@ def search_in_neighbours(slam_map: SlamMap, camera: Camera, k: int, scale_factor
                                         options.search_radius, scale_factor, level_scales)
         own = slam_map.points_of_keyframes([k])
         for j in neighbours:
+            lock.yield_to_tracking()
             added += _project_into_keyframe(slam_map, camera, int(j), own, options.search_radius, scale_factor,
                                             level_scales)
     return added
@@ -287,8 +292,10 @@ def search_in_neighbours(slam_map: SlamMap, camera: Camera, k: int, scale_factor
 
 # --- 4. local bundle adjustment ------------------------------------------------------------------------
 
-def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_scales, options: MappingOptions
-                            ) -> dict:
+def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_scales, options: MappingOptions,
+                            lock=NO_LOCK, interrupt=None) -> dict:
+    """``interrupt``: a progress object; when its ``should_stop`` turns true the solve ends after the current
+    iteration and keeps the best state so far (tracking wants the mapper back for a new keyframe)."""
     level_scales = np.asarray(level_scales)
     local = np.concatenate(([k], slam_map.covisible_keyframes(k, options.ba_window, min_shared=15))).astype(np.int64)
     points = slam_map.points_of_keyframes(local)
@@ -312,18 +319,45 @@ def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_sca
         pose_fixed[order[:need]] = True
     if pose_fixed.all():
         return {"ba_ms": 0.0}
+    stats = _adjust(slam_map, camera, pose_kfs, pose_fixed, points, obs, level_scales, options.ba_iterations, lock,
+                    interrupt)
+    stats["ba_keyframes"] = int(len(local))
+    return stats
+
+
+def global_bundle_adjustment(slam_map: SlamMap, camera: Camera, level_scales, options: MappingOptions,
+                             lock=NO_LOCK, interrupt=None) -> dict:
+    """Every keyframe and point, the first keyframe held (ORB-SLAM's global BA after a loop closure: the
+    essential graph spread the loop's correction over the keyframes; this refines points with them)."""
+    kfs = np.arange(slam_map.num_keyframes, dtype=np.int64)
+    points = np.flatnonzero(slam_map.alive)
+    if len(kfs) < 2 or len(points) == 0:
+        return {"ba_ms": 0.0}
+    obs = np.flatnonzero(slam_map.obs_alive & slam_map.alive[slam_map.obs_pt])
+    pose_fixed = kfs == 0
+    return _adjust(slam_map, camera, kfs, pose_fixed, points, obs, np.asarray(level_scales),
+                   options.global_ba_iterations, lock, interrupt)
+
+
+def _adjust(slam_map: SlamMap, camera: Camera, pose_kfs, pose_fixed, points, obs, level_scales, iterations: int,
+            lock, interrupt) -> dict:
+    """Bundle-adjust keyframes ``pose_kfs`` (``pose_fixed`` held) and ``points`` over observations ``obs``,
+    write the result back, drop observations beyond the per-level gate and points left with < 2."""
     slot = np.full(slam_map.num_keyframes, -1, np.int64)
     slot[pose_kfs] = np.arange(len(pose_kfs))
     obs = obs[slot[slam_map.obs_kf[obs]] >= 0]
     point_slot = np.full(slam_map.num_points_total, -1, np.int64)
     point_slot[points] = np.arange(len(points))
-    obs_kf, obs_kp, obs_pt = slam_map.obs_kf[obs], slam_map.obs_kp[obs], slam_map.obs_pt[obs]
+    obs_kf, obs_pt = slam_map.obs_kf[obs], slam_map.obs_pt[obs]
     obs_xy, octs = slam_map.observation_keypoints(obs)
     problem = BAProblem([camera], np.zeros(len(pose_kfs), np.int64), slam_map.kf_quat[pose_kfs].copy(),
                         slam_map.kf_trans[pose_kfs].copy(), slam_map.xyz[points].copy(), slot[obs_kf],
                         point_slot[obs_pt], obs_xy, pose_fixed=pose_fixed)
-    result = bundle_adjust(problem, BAOptions(max_iterations=options.ba_iterations, loss="huber",
-                                              loss_scale_px=POSE_GATE_PX))
+    # Tracking may run meanwhile: it reads the map and bumps point counters, but while mapping is busy it
+    # adds no keyframe or observation, so every row written back below still means what it meant here.
+    with lock.released():
+        result = bundle_adjust(problem, BAOptions(max_iterations=iterations, loss="huber",
+                                                  loss_scale_px=POSE_GATE_PX), progress=interrupt)
     slam_map.kf_quat[pose_kfs] = result.quat_wxyz
     slam_map.kf_trans[pose_kfs] = result.translation
     slam_map.xyz[points] = result.points_world
@@ -331,15 +365,17 @@ def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_sca
     slam_map.remove_observations(obs[bad])
     counts = slam_map.observation_counts()[points]
     slam_map.remove_points(points[counts < 2])
-    return {"ba_ms": result.seconds * 1000.0, "ba_keyframes": int(len(local)), "ba_fixed": int(pose_fixed.sum()),
-            "ba_points": int(len(points)), "ba_observations": int(len(obs)), "ba_removed_obs": int(bad.sum()),
-            "ba_rms_px": float(result.final_rms_px)}
+    return {"ba_ms": result.seconds * 1000.0, "ba_fixed": int(pose_fixed.sum()), "ba_points": int(len(points)),
+            "ba_observations": int(len(obs)), "ba_removed_obs": int(bad.sum()), "ba_rms_px": float(result.final_rms_px)}
 
 
 def process_keyframe(slam_map: SlamMap, camera: Camera, k: int, scale_factor: float, level_scales,
-                     options: MappingOptions) -> dict:
+                     options: MappingOptions, lock=NO_LOCK, interrupt=None) -> dict:
     stats = {"culled": cull_recent_points(slam_map, k, options)}
-    stats["triangulated"] = triangulate_new_points(slam_map, camera, k, scale_factor, level_scales, options)
-    stats["fused_observations"] = search_in_neighbours(slam_map, camera, k, scale_factor, level_scales, options)
-    stats.update(local_bundle_adjustment(slam_map, camera, k, level_scales, options))
+    stats["triangulated"] = triangulate_new_points(slam_map, camera, k, scale_factor, level_scales, options, lock)
+    lock.yield_to_tracking()
+    stats["fused_observations"] = search_in_neighbours(slam_map, camera, k, scale_factor, level_scales, options,
+                                                       lock)
+    lock.yield_to_tracking()
+    stats.update(local_bundle_adjustment(slam_map, camera, k, level_scales, options, lock, interrupt))
     return stats

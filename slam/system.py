@@ -2,14 +2,21 @@
 ``run(source, progress)``, ``reset()``, ``to_scene(scene)``.
 
 One ``step`` = ORB extraction, then initialisation (state INIT) or tracking (motion model -> last keyframe
--> relocalisation), then, for a new keyframe, local mapping -- all synchronously in the caller's thread,
-so Step mode is deterministic (same frames in, bit-identical results out). Running local mapping in a
-background thread during Play is not done yet.
+-> relocalisation), then, for a new keyframe, local mapping. By default all of it runs synchronously in the
+caller's thread, so Step mode is deterministic (same frames in, bit-identical results out).
+
+``set_background_mapping(True)`` (Play mode) moves local mapping and loop closing onto their own thread, as
+ORB-SLAM runs them: ``step`` returns once the frame is tracked, a keyframe is inserted only while mapping is
+idle (monocular ORB-SLAM's rule), and tracking takes the map lock (``slam.map_lock``) ahead of mapping.
+Anything that reads the map from another thread holds ``map_lock``; ``wait_for_mapping()`` settles the map
+(``to_scene`` and switching back to synchronous mapping do it).
 
 Loop closing (``slam.loop_closing``) runs inline right after local mapping for every new keyframe: the
 keyframe is added to the bag-of-words database (``slam.place_recognition``), and when a loop is found and
 corrected, the current frame's pose, its matches and the motion model are re-derived from the corrected
 map (``StepResult.loop_closed`` is set and ``loop_closures`` counts them), so tracking continues on it.
+After a correction a global bundle adjustment refines every keyframe and point (ORB-SLAM2 runs one too;
+``MappingOptions.global_ba_iterations``).
 
 Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
 the keyframes when local bundle adjustment moves them.
@@ -27,11 +34,14 @@ from scene.camera import Camera
 from scene.errors import ParallaxError
 from scene.progress import NullProgress
 from scene.rigid import Rigid3d
-from slam.features import OrbExtractor, OrbOptions
+from slam.background_mapping import BackgroundMapper, InterruptFlag
+from slam.features import OrbExtractor, OrbOptions, PyramidPlan
 from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
-from slam.mapping import MappingOptions, insert_keyframe, keyframe_needed, process_keyframe
+from slam.map_lock import NO_LOCK, MapLock
+from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyframe, keyframe_needed,
+                          process_keyframe)
 from slam.place_recognition import BowOptions, PlaceRecognizer
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
                            track_motion_model)
@@ -97,11 +107,17 @@ class System:
         self.camera = camera
         self.options = options or SlamOptions()
         self._extractor = OrbExtractor(self.options.orb)
+        self.map_lock = MapLock()
+        self._mapper: BackgroundMapper | None = None
+        self._interrupt_ba = InterruptFlag()
+        self.mapping_log: list[dict] = []   # background mode: one entry per keyframe mapped on the thread
         self.reset()
 
     # --- state ------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget everything: map, trajectory, initialisation."""
+        """Forget everything: map, trajectory, initialisation (the mapping mode stays)."""
+        self.wait_for_mapping()
+        self.mapping_log = []
         self.map = SlamMap(self.options.mapping.distinctive_descriptors)
         self.state = TrackingState.INIT
         self.initializer = Initializer(self.camera, self.options.init)
@@ -126,6 +142,34 @@ class System:
     def num_keyframes(self) -> int:
         return self.map.num_keyframes
 
+    # --- mapping mode -------------------------------------------------------------------------------
+    @property
+    def background_mapping(self) -> bool:
+        return self._mapper is not None
+
+    def set_background_mapping(self, enabled: bool) -> None:
+        """Play mode (True): local mapping on its own thread. Step mode (False): queued keyframes are finished
+        first, then every step maps synchronously again."""
+        if enabled and self._mapper is None:
+            self._mapper = BackgroundMapper(self._map_keyframe_in_background)
+        elif not enabled and self._mapper is not None:
+            mapper, self._mapper = self._mapper, None
+            mapper.close()
+
+    def reading(self):
+        """Context manager around reads of the map (or a tracking step): with background mapping it holds
+        ``map_lock`` with tracking's priority, otherwise it does nothing."""
+        return self.map_lock.priority() if self._mapper is not None else NO_LOCK.priority()
+
+    def wait_for_mapping(self) -> None:
+        """Return once every inserted keyframe is mapped (at once in synchronous mode)."""
+        if self._mapper is not None:
+            self._mapper.wait_idle()
+
+    def close(self) -> None:
+        """End the local-mapping thread, if any (the map stays readable)."""
+        self.set_background_mapping(False)
+
     @property
     def loop_closures(self) -> int:
         return self.loop_closer.loop_closures
@@ -143,13 +187,16 @@ class System:
         except (ParallaxError, ValueError, TypeError, cv2.error) as exc:
             return self._failed(index, timestamp, f"unusable frame: {exc}", timings, t_start, ref)
         frame = Frame.build(index, timestamp, features, img)
-        self._current_ref = ref
         timings["features"] = 1000 * (time.perf_counter() - t_start)
-        if self.state == TrackingState.INIT:
-            result = self._initialize(frame, timings)
-        else:
-            result = self._track(frame, timings)
-        self._record(frame, ref)
+        t_lock = time.perf_counter()
+        with self.reading():
+            timings["lock_wait"] = 1000 * (time.perf_counter() - t_lock)
+            self._current_ref = ref
+            if self.state == TrackingState.INIT:
+                result = self._initialize(frame, timings)
+            else:
+                result = self._track(frame, timings)
+            self._record(frame, ref)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         result.timings_ms = timings
         return result
@@ -167,12 +214,13 @@ class System:
         return img
 
     def _failed(self, index, timestamp, reason, timings, t_start, ref) -> StepResult:
-        if self.state != TrackingState.INIT:
-            self.state = TrackingState.LOST
-        self.frame_timestamps.append(timestamp)
-        self.frame_reference_kf.append(-1)
-        self.frame_cam_from_ref.append(None)
-        self.frame_refs.append(ref)
+        with self.reading():
+            if self.state != TrackingState.INIT:
+                self.state = TrackingState.LOST
+            self.frame_timestamps.append(timestamp)
+            self.frame_reference_kf.append(-1)
+            self.frame_cam_from_ref.append(None)
+            self.frame_refs.append(ref)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         return StepResult(index, timestamp, self.state, None, np.zeros((0, 2)), np.zeros(0, np.int8),
                           np.zeros(0, np.int64), 0, False, reason, timings, loop_closures=self.loop_closures)
@@ -291,7 +339,7 @@ class System:
             radius = o.local_map_radius
             if self.state in (TrackingState.OK, TrackingState.RELOCALIZED) and self._last is not None \
                     and self._last.cam_from_world is not None:
-                last_pose = self._last.cam_from_world
+                last_pose = self._last_frame_pose()
                 predicted = (self._velocity * last_pose) if self._velocity is not None else last_pose
                 pose, _ = track_motion_model(self.camera, self.map, frame, self._last, predicted, o)
                 how = "motion"
@@ -324,17 +372,27 @@ class System:
             return self._result(frame, reason)
         frame.cam_from_world = pose
         if self._last is not None and self._last.cam_from_world is not None and how != "relocalization":
-            self._velocity = pose * self._last.cam_from_world.inverse()
+            self._velocity = pose * self._last_frame_pose().inverse()
         else:
             self._velocity = None
         self.state = TrackingState.RELOCALIZED if how == "relocalization" else TrackingState.OK
         self._last = frame
-        # Local mapping, synchronously.
         t1 = time.perf_counter()
         mapping_stats: dict = {}
         keyframe = keyframe_needed(self.map, frame, self._reference_kf, frame.index - self._last_keyframe_frame,
                                    self.options.mapping)
-        if keyframe:
+        if keyframe and self._mapper is not None:
+            # Monocular ORB-SLAM: no keyframe while mapping is busy (tracking goes on against the map as it is).
+            keyframe = self._mapper.idle
+            if not keyframe:
+                self._interrupt_ba.set()
+            if keyframe:
+                k = insert_keyframe(self.map, frame, ref=self._current_ref)
+                self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
+                self._mapper.submit((k, frame.features.plan))
+            timings["mapping"] = 1000 * (time.perf_counter() - t1)
+            return self._result(frame, keyframe=keyframe)
+        if keyframe:  # local mapping, synchronously
             k = insert_keyframe(self.map, frame, ref=self._current_ref)
             plan = frame.features.plan
             mapping_stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
@@ -342,7 +400,7 @@ class System:
             self._last_keyframe = k
             self._last_keyframe_frame = frame.index
             self._reference_kf = k
-            event = self._close_loop(k, mapping_stats, timings)
+            event = self._close_loop(k, mapping_stats, timings, plan)
             frame.cam_from_world = self.map.kf_pose(k)
             # The keyframe's points after mapping (BA may have dropped some observations, fusion replaced some).
             kp = self.map.kf_point_ids[k]
@@ -355,16 +413,46 @@ class System:
         return self._result(frame, keyframe=keyframe, mapping=mapping_stats,
                             loop_closed=keyframe and bool(mapping_stats.get("loop")))
 
-    def _close_loop(self, k: int, stats: dict, timings: dict) -> LoopEvent | None:
-        """Index keyframe k for place recognition and look for a loop (inline, deterministic)."""
+    def _map_keyframe_in_background(self, item: tuple[int, PyramidPlan]) -> None:
+        """Local mapping and loop closing of keyframe k on the mapping thread (Play mode)."""
+        k, plan = item
+        t0 = time.perf_counter()
+        timings: dict = {}
+        with self.map_lock:
+            self._interrupt_ba.clear()
+            stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
+                                     self.options.mapping, self.map_lock, self._interrupt_ba)
+            self.map_lock.yield_to_tracking()
+            event = self._close_loop(k, stats, timings, plan, self.map_lock)
+            if event is not None:
+                # The motion model was in the old map's units and frame: the next frame predicts from the
+                # last pose (re-derived from its corrected reference keyframe) instead.
+                self._velocity = None
+        timings["mapping"] = 1000 * (time.perf_counter() - t0)
+        self.mapping_log.append({"keyframe": k, "timings_ms": timings, **stats})
+
+    def _last_frame_pose(self) -> Rigid3d:
+        """The last frame's pose; with background mapping, re-derived from its reference keyframe, which
+        mapping or a loop correction may have moved since (ORB-SLAM's UpdateLastFrame)."""
+        last = self._last
+        if self._mapper is not None and 0 <= last.index < len(self.frame_reference_kf):
+            ref, rel = self.frame_reference_kf[last.index], self.frame_cam_from_ref[last.index]
+            if ref >= 0 and rel is not None:
+                return rel * self.map.kf_pose(ref)
+        return last.cam_from_world
+
+    def _close_loop(self, k: int, stats: dict, timings: dict, plan: PyramidPlan, lock=NO_LOCK) -> LoopEvent | None:
+        """Index keyframe k for place recognition and look for a loop (deterministic)."""
         if not self.options.loop.enabled:
             return None
         t0 = time.perf_counter()
         self.recognizer.add_keyframe(k, self.map.kf_descriptors[k])
-        plan = self._last.features.plan
         event, loop_stats = self.loop_closer.process(self.map, self.camera, self.recognizer, k, plan.level_scales,
-                                                     plan.scale_factor)
+                                                     plan.scale_factor, lock)
         stats.update(loop_stats)
+        if event is not None and self.options.mapping.global_ba_iterations > 0:
+            stats["global_ba"] = global_bundle_adjustment(self.map, self.camera, plan.level_scales,
+                                                          self.options.mapping, lock)
         if event is not None:
             self.loop_events.append(event)
             stats["loop"] = event.as_dict()
@@ -403,7 +491,8 @@ class System:
 
     # --- results ------------------------------------------------------------------------------------
     def frame_poses(self) -> list[tuple[float, Rigid3d | None]]:
-        """(timestamp, cam_from_world or None) of every processed frame, following the current keyframes."""
+        """(timestamp, cam_from_world or None) of every processed frame, following the current keyframes.
+        With background mapping, call it holding ``map_lock`` (or after ``wait_for_mapping``)."""
         out = []
         for ts, k, rel in zip(self.frame_timestamps, self.frame_reference_kf, self.frame_cam_from_ref):
             out.append((ts, None if k < 0 or rel is None else rel * self.map.kf_pose(k)))
@@ -411,4 +500,5 @@ class System:
 
     def to_scene(self, scene) -> dict:
         from slam.export import to_scene
+        self.wait_for_mapping()
         return to_scene(self, scene)

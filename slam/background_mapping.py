@@ -1,0 +1,104 @@
+"""Local mapping on its own thread (ORB-SLAM's LocalMapping thread) for Play mode.
+
+``BackgroundMapper(process)`` runs ``process(item)`` for every submitted item, in order, on one daemon
+thread. The tracker asks ``idle`` before it inserts a keyframe (monocular ORB-SLAM inserts none while
+mapping is busy) and ``wait_idle`` before it reads or exports results. An exception in ``process`` is
+kept and raised in the caller's thread at its next ``submit`` or ``wait_idle``: never lost.
+
+``InterruptFlag`` is ORB-SLAM's InterruptBA: tracking sets it when it wants a keyframe while mapping is busy,
+and bundle adjustment (which polls it as its progress object) stops after its current iteration.
+"""
+from __future__ import annotations
+
+import threading
+from collections import deque
+
+
+class InterruptFlag:
+    """A ``scene.progress`` object whose ``should_stop`` is a thread-safe flag."""
+
+    def __init__(self):
+        self._event = threading.Event()
+
+    def set(self) -> None:
+        self._event.set()
+
+    def clear(self) -> None:
+        self._event.clear()
+
+    def should_stop(self) -> bool:
+        return self._event.is_set()
+
+    def report(self, stage: str, done: int, total: int, message: str = "") -> None:
+        return None
+
+
+class BackgroundMapper:
+    def __init__(self, process, name: str = "slam-local-mapping"):
+        self._process = process
+        self._cond = threading.Condition()
+        self._queue: deque = deque()
+        self._busy = False
+        self._closing = False
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    @property
+    def idle(self) -> bool:
+        with self._cond:
+            return not self._busy and not self._queue
+
+    @property
+    def queued(self) -> int:
+        """Items submitted and not started yet."""
+        with self._cond:
+            return len(self._queue)
+
+    def submit(self, item) -> None:
+        with self._cond:
+            self._raise_pending()
+            if self._closing:
+                raise RuntimeError("local mapping thread is closed")
+            self._queue.append(item)
+            self._cond.notify_all()
+
+    def wait_idle(self) -> None:
+        with self._cond:
+            while self._busy or self._queue:
+                self._cond.wait()
+            self._raise_pending()
+
+    def close(self) -> None:
+        """Finish the queued items, end the thread, raise what an item raised."""
+        with self._cond:
+            self._closing = True
+            self._cond.notify_all()
+        self._thread.join()
+        with self._cond:
+            self._raise_pending()
+
+    def _raise_pending(self) -> None:
+        if self._error is not None:
+            error, self._error = self._error, None
+            raise RuntimeError(f"local mapping failed: {error}") from error
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                while not self._queue and not self._closing:
+                    self._cond.wait()
+                if not self._queue:
+                    return
+                item = self._queue.popleft()
+                self._busy = True
+            try:
+                self._process(item)
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                with self._cond:
+                    self._error = exc
+                    self._queue.clear()
+            finally:
+                with self._cond:
+                    self._busy = False
+                    self._cond.notify_all()
