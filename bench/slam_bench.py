@@ -176,10 +176,13 @@ def _median_of_runs(per_run: list[dict]) -> dict:
 
 # --- the three methods -------------------------------------------------------------------------
 
-def _run_slam_once(seq: Sequence, options=None) -> tuple[list, dict]:
+def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tuple[list, dict]:
+    """``background``: Play mode, local mapping and loop closing on their own thread, frames fed as fast as
+    tracking takes them (mapping times then come from the thread's log)."""
     from slam.system import System
 
     system = System(seq.camera, options)
+    system.set_background_mapping(background)
     frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": [], "loop": []}
     tracked, init_frame = [], None
     t0 = time.perf_counter()
@@ -196,7 +199,13 @@ def _run_slam_once(seq: Sequence, options=None) -> tuple[list, dict]:
         if result.keyframe_inserted and "loop" in t and not result.loop_closed:
             stages["loop"].append(t["loop"])   # place recognition + loop search on keyframes that close none
         tracked.append(result.cam_from_world is not None)
+    system.wait_for_mapping()  # the last keyframes are mapped before the clock stops and the poses are read
     total_s = time.perf_counter() - t0
+    system.close()
+    if background:
+        stages["mapping"] = [e["timings_ms"]["mapping"] for e in system.mapping_log]
+        stages["loop"] = [e["timings_ms"]["loop"] for e in system.mapping_log
+                          if "loop" in e["timings_ms"] and "loop" not in e]
     init_frame = system.initialized_at_frame
     poses = [p for _, p in system.frame_poses()]   # final poses (after local BA moved the keyframes)
     timing = {"frame_ms_median": _pct(frame_ms, 50), "frame_ms_p95": _pct(frame_ms, 95),
@@ -288,11 +297,14 @@ def _run_pycolmap_once(seq: Sequence, work: Path, max_frames: int | None = None,
 def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = None, **kwargs) -> dict:
     """One method on one sequence: accuracy from the first run, timings the median over ``runs`` runs.
 
-    method: "parallax_slam", "parallax_slam_no_loop", "opencv_vo" or "pycolmap". Returns a dict with the keys
+    method: "parallax_slam", "parallax_slam_play" (background mapping), "parallax_slam_no_loop", "opencv_vo" or
+    "pycolmap". Returns a dict with the keys
     of RESULT_KEYS.
     """
     if method == "parallax_slam":
         once = lambda: _run_slam_once(seq, kwargs.get("options"))  # noqa: E731
+    elif method == "parallax_slam_play":
+        once = lambda: _run_slam_once(seq, kwargs.get("options"), background=True)  # noqa: E731
     elif method == "parallax_slam_no_loop":
         from slam.loop_closing import LoopOptions
         from slam.system import SlamOptions
@@ -357,7 +369,7 @@ def run_all(runs: int = 3, work: Path | None = None, sequences: list[Sequence] |
             pycolmap_runs: int = 1, pycolmap_max_frames: int | None = None, methods=None, log=print) -> list[dict]:
     import tempfile
 
-    methods = methods or ("parallax_slam", "opencv_vo", "pycolmap")
+    methods = methods or ("parallax_slam", "parallax_slam_play", "opencv_vo", "pycolmap")
     sequences = sequences if sequences is not None else default_sequences()
     rows = []
     with tempfile.TemporaryDirectory(prefix="parallax-slam-bench-") as tmp:
@@ -397,7 +409,10 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "ground-truth path length); rot = rotation RMSE after that alignment. Tracked % is over all frames and "
         "over the frames after initialisation. Frame time = one `System.step` (features + tracking + synchronous "
         "local mapping and loop closing); tracking time excludes them (what a tracking thread would spend), "
-        f"frames after initialisation. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
+        "frames after initialisation. `parallax_slam_play` is the same system as the SLAM tab's Play runs it: local "
+        "mapping and loop closing on their own thread, frames fed as fast as tracking takes them, keyframes only "
+        "while mapping is idle; its frame time is the tracking thread's, its mapping time per keyframe the "
+        "mapping thread's, its total includes finishing the queued keyframes. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). Accuracy is from the first run; `det.` says whether all runs "
         "gave bit-identical poses.", "",
         "| sequence | method | ATE | ATE % path | rot (°) | tracked % (all / after init) | init frame | "
@@ -415,11 +430,11 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
             stages = (f"features {_fmt(st.get('features_ms'), '.1f')}, track {_fmt(st.get('track_ms'), '.1f')}, "
                       f"mapping {_fmt(st.get('mapping_ms_per_keyframe'), '.0f')}/keyframe "
                       f"({_fmt(st.get('keyframes'), '.0f')} kf), init {_fmt(st.get('init_ms'), '.1f')}")
-            if r["method"] == "parallax_slam":
+            if r["method"] in ("parallax_slam", "parallax_slam_play"):
                 stages += (f", loop search {_fmt(st.get('loop_search_ms_per_keyframe'), '.1f')}/keyframe, "
                            f"loop closure {_fmt(st.get('loop_closure_ms'), '.0f')}")
         note = r["note"]
-        if r["method"] == "parallax_slam":
+        if r["method"] in ("parallax_slam", "parallax_slam_play"):
             loops = "; ".join(f"frame {a} ↔ {b}" for a, b in r["loops"] or [])
             note = "; ".join(filter(None, [f"{r['loop_closures']} loop(s) closed" + (f": {loops}" if loops else ""),
                                            note]))

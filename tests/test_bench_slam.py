@@ -56,18 +56,22 @@ def test_slam_bench_returns_the_documented_keys(tmp_path):
     timestamps, poses, images, camera = orbit(30)
     gt = Trajectory.from_poses(timestamps, poses)
     seq = Sequence("orbit30", images, np.asarray(timestamps), camera, gt, tmp_path, [f"{i}.png" for i in range(30)])
-    rows = [bench_method("parallax_slam", seq, runs=2), bench_method("opencv_vo", seq, runs=1)]
+    rows = [bench_method("parallax_slam", seq, runs=2), bench_method("opencv_vo", seq, runs=1),
+            bench_method("parallax_slam_play", seq, runs=1)]
     for row in rows:
         assert tuple(row) == RESULT_KEYS
         assert row["frames"] == 30 and 0 <= row["tracked"] <= 30
         assert row["total_s"] > 0 and row["frame_ms_median"] > 0
-    slam, vo = rows
+    slam, vo, play = rows
+    # Play mode: the keyframes after the initial two were mapped on the thread, and timed there.
+    assert play["stage_ms"]["keyframes"] >= 3 and play["stage_ms"]["mapping_ms_per_keyframe"] > 0
+    assert play["init_frame"] is not None and play["tracked_after_init_pct"] == 100.0
     assert slam["deterministic"] is True          # Step mode is deterministic: two runs, same poses
     assert slam["init_frame"] is not None and slam["init_frame"] < 30
     assert slam["ate_pct"] is not None and np.isfinite(slam["ate_pct"])
     assert vo["tracked"] == 30 and vo["deterministic"] is None
     lines = markdown_section(rows, runs=2, pycolmap_runs=1)
-    assert lines[0] == SLAM_TITLE and sum(line.startswith("| orbit30 |") for line in lines) == 2
+    assert lines[0] == SLAM_TITLE and sum(line.startswith("| orbit30 |") for line in lines) == 3
 
 
 def test_bench_method_rejects_unknown_methods(tmp_path):
