@@ -1,7 +1,10 @@
 """Incremental mapping as COLMAP does it, on tracks built from the view graph.
 
-Tracks: connected components (union-find) of the verified matches over (image, keypoint) nodes; an
-image seen twice in one component is ambiguous and its observations are dropped from that track.
+Tracks: connected components (union-find) of the verified matches over (image, keypoint) nodes. A
+component holding two keypoints of one image more than ``track_max_spread_px`` apart chained different
+scene points through a false match (repeated or symmetric structure) and is dropped whole, as GLOMAP's
+track establishment does; keypoints of one image closer than that are one feature detected twice, and
+the first is kept.
 A 3D point is a triangulated track; ``obs_in`` says which of its observations belong to it.
 
 Loop: initial pair (many inliers, homography/essential inlier ratio below a limit, median
@@ -73,6 +76,7 @@ class MapperOptions:
     multiple_models: bool = True         # False: stop after the first model
     max_num_models: int = 50
     min_model_size: int = 3              # registered images; smaller models are dropped unless none is larger
+    track_max_spread_px: float = 10.0    # detection pixels between two keypoints of one image in a track (GLOMAP: 10)
 
 
 @dataclass
@@ -113,10 +117,16 @@ class MapperResult(Reconstruction):
     image_model: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))  # (n,) index or -1
 
 
-def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(track_ptr, obs_image, obs_kp) from verified pairs (``PairGeometry`` with .image1/.image2/.matches)."""
+def build_tracks(keypoints: list, pairs: list, max_spread_px=10.0,
+                 stats: dict | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(track_ptr, obs_image, obs_kp) from verified pairs (``PairGeometry`` with .image1/.image2/.matches).
+    ``keypoints[i]``: (N_i, 2) positions of image i; ``max_spread_px``: a number or one per image. ``stats``
+    (optional) receives ``inconsistent_tracks``: the components dropped."""
+    num_keypoints = [len(k) for k in keypoints]
     offsets = np.concatenate(([0], np.cumsum(num_keypoints))).astype(np.int64)
     n_nodes = int(offsets[-1])
+    if stats is not None:
+        stats["inconsistent_tracks"] = 0
     if not pairs or n_nodes == 0:
         return np.zeros(1, np.int64), np.zeros(0, np.int64), np.zeros(0, np.int64)
     a = np.concatenate([offsets[p.image1] + p.matches[:, 0] for p in pairs])
@@ -127,12 +137,24 @@ def build_tracks(num_keypoints: list, pairs: list) -> tuple[np.ndarray, np.ndarr
     node_kp = np.arange(n_nodes) - offsets[node_image]
     used = np.zeros(n_nodes, bool)
     used[a] = used[b] = True
-    nodes = np.flatnonzero(used)
+    nodes = np.flatnonzero(used)  # ascending: per image, by keypoint index
     lab, img = labels[nodes], node_image[nodes]
-    # Drop an image's observations from a track where it appears more than once (ambiguous).
+    xy = np.vstack([np.asarray(k, np.float64).reshape(-1, 2) for k in keypoints])[nodes]
+    # Per (component, image): the bounding-box diagonal of its keypoints (their distance when two).
     key = lab.astype(np.int64) * len(num_keypoints) + img
-    _, inv, cnt = np.unique(key, return_inverse=True, return_counts=True)
-    nodes, lab = nodes[cnt[inv] == 1], lab[cnt[inv] == 1]
+    order = np.argsort(key, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(key[order]) != 0])
+    lo = np.minimum.reduceat(xy[order], starts)
+    hi = np.maximum.reduceat(xy[order], starts)
+    spread = np.hypot(*(hi - lo).T)
+    limit = np.broadcast_to(np.asarray(max_spread_px, np.float64), (len(num_keypoints),))
+    bad_lab = np.unique(lab[order][starts][spread > limit[img[order][starts]]])
+    if stats is not None:
+        stats["inconsistent_tracks"] = int(len(bad_lab))
+    first = np.zeros(len(nodes), bool)
+    first[order[starts]] = True  # the first (lowest keypoint index) of each image in each component
+    keep = first & ~np.isin(lab, bad_lab)
+    nodes, lab = nodes[keep], lab[keep]
     _, inv, cnt = np.unique(lab, return_inverse=True, return_counts=True)
     keep = cnt[inv] >= 2
     nodes, lab = nodes[keep], lab[keep]
@@ -170,7 +192,9 @@ class IncrementalMapper:
         self.pairs = pairs
         self.progress = progress
         self.px = 1.0 / np.asarray(scales, np.float64)  # camera pixels per detection pixel, per image
-        self.track_ptr, self.obs_image, self.obs_kp = build_tracks([len(k) for k in keypoints], pairs)
+        track_stats: dict = {}
+        self.track_ptr, self.obs_image, self.obs_kp = build_tracks(keypoints, pairs,
+                                                                   self.opts.track_max_spread_px * self.px, track_stats)
         self.T = len(self.track_ptr) - 1
         self.obs_track = np.repeat(np.arange(self.T), np.diff(self.track_ptr))
         self.obs_xy = np.zeros((len(self.obs_image), 2))
@@ -191,7 +215,8 @@ class IncrementalMapper:
         self.anchor = -1
         self.reasons = ["not tried"] * self.n
         self.inliers = np.zeros(self.n, np.int64)
-        self.stats = {"local_ba": 0, "global_ba": 0, "registration_failures": 0, "refinement_retries": 0}
+        self.stats = {"local_ba": 0, "global_ba": 0, "registration_failures": 0, "refinement_retries": 0,
+                      **track_stats}
 
     # --- helpers ----------------------------------------------------------------------------
     def _compute_rays(self):

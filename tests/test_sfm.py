@@ -47,16 +47,43 @@ def _pair(i, j, matches):
     return PairGeometry(i, j, np.asarray(matches), "essential", len(matches), len(matches), 0.1, None, 5.0, 0)
 
 
+def _kps(*rows):
+    return [np.asarray(r, np.float64).reshape(-1, 2) for r in rows]
+
+
 def test_build_tracks_union_find_and_conflicts():
     # Image 0 kp 0 - image 1 kp 0 - image 2 kp 0: one track of 3.
-    # Image 0 kp 1 - image 1 kp 1 and image 1 kp 2 - image 0 kp 1 -> image 1 appears twice: dropped from the track,
-    # leaving image 0 alone -> no track.
+    # Image 0 kp 1 - image 1 kp 1 and image 1 kp 2 - image 0 kp 1 -> image 1 holds kp 1 and kp 2, 50 px apart:
+    # the component chained two scene points and is dropped whole.
+    kps = _kps([[0, 0], [100, 100]], [[0, 0], [100, 100], [150, 100]], [[5, 5]])
     pairs = [_pair(0, 1, [[0, 0], [1, 1], [1, 2]]), _pair(1, 2, [[0, 0]])]
-    ptr, img, kp = build_tracks([2, 3, 1], pairs)
+    stats = {}
+    ptr, img, kp = build_tracks(kps, pairs, 10.0, stats)
     assert ptr.tolist() == [0, 3]
     assert img.tolist() == [0, 1, 2] and kp.tolist() == [0, 0, 0]
-    ptr, img, kp = build_tracks([2, 3, 1], [])
+    assert stats == {"inconsistent_tracks": 1}
+    ptr, img, kp = build_tracks(kps, [])
     assert ptr.tolist() == [0] and len(img) == 0
+
+
+def test_build_tracks_drops_inconsistent_components_whole():
+    # A false match (image 1 kp 1 - image 2 kp 0) joins the true tracks {0:0, 1:0, 2:0} and {0:1, 1:1, 2:1}: every
+    # image then holds two keypoints 40 px apart in one component, which is dropped whole.
+    # A near duplicate (image 0 kp 2 and kp 3, 1.5 px apart: one corner detected twice) keeps its first keypoint.
+    kps = _kps([[10, 10], [50, 10], [200, 200], [201.5, 200]], [[12, 11], [52, 11], [210, 205]],
+               [[14, 12], [54, 12], [220, 210]])
+    pairs = [_pair(0, 1, [[0, 0], [1, 1], [2, 2], [3, 2]]), _pair(1, 2, [[0, 0], [1, 1], [1, 0], [2, 2]])]
+    stats = {}
+    ptr, img, kp = build_tracks(kps, pairs, 10.0, stats)
+    assert ptr.tolist() == [0, 3]
+    assert img.tolist() == [0, 1, 2] and kp.tolist() == [2, 2, 2]
+    assert stats == {"inconsistent_tracks": 1}
+    # The limit is per image (detection pixels scaled per image): 45 px everywhere keeps the joined component with
+    # the first keypoint of each image; 30 px on image 1 alone drops it again.
+    ptr, img, kp = build_tracks(kps, pairs, np.array([45.0, 45.0, 45.0]))
+    assert build_tracks(kps, pairs, np.array([45.0, 30.0, 45.0]))[0].tolist() == [0, 3]
+    assert ptr.tolist() == [0, 3, 6]
+    assert img.tolist() == [0, 1, 2, 0, 1, 2] and kp.tolist() == [0, 0, 0, 2, 2, 2]
 
 
 # --- the demo scene ---------------------------------------------------------------------------
