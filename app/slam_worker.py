@@ -33,6 +33,7 @@ MIN_SNAPSHOT_INTERVAL_S = 0.05  # <= 20 redraws a second
 DISPLAY_MAX_WIDTH = 480  # the frame is shrunk for display on this thread; keypoints stay in source pixels
 MAX_OVERLAY_POINTS = 20000  # map points drawn live (a random but stable subset beyond this)
 MIN_POSES_FOR_ALIGNMENT = 5
+WARM_UP_FRAMES = 20  # enough for initialisation and a few mapped keyframes on the demo orbit
 
 
 @dataclass(frozen=True)
@@ -206,12 +207,12 @@ class SlamWorker(QtCore.QThread):
                 self.source.close()
 
     def _warm_up(self) -> None:
-        """One throwaway step before the first Play: numba's first call in a process loads its compiled kernels
-        while holding the GIL (~70 ms measured), which would stall the GUI thread in the middle of a run."""
-        from slam.system import System
+        """Load every SLAM kernel before the first Play (``slam.warm_up``): numba's first call of a kernel in a
+        process loads it while holding the GIL (tens of ms each), which would stall the GUI thread mid-run."""
+        from slam.warm_up import warm_up
 
-        if len(self.source):
-            System(self.camera, self.options).step(self.source.read(0).image, 0.0)
+        frames = [self.source.read(i).image for i in range(min(len(self.source), WARM_UP_FRAMES))]
+        warm_up(self.camera, frames, self.options)
 
     def _new_system(self) -> None:
         from slam.system import System

@@ -354,15 +354,13 @@ def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = 
 
 
 def warm_up(camera: Camera | None = None) -> None:
-    """Compile the numba kernels outside the timings: a short SLAM run on a few demo frames."""
+    """Load the numba kernels outside the timings (``slam.warm_up`` on a few demo frames)."""
     from assets import camera_path, demo_camera, render_frame
-    from slam.system import System
+    from slam.warm_up import warm_up as warm_up_slam
 
     camera = camera or demo_camera(640, 480)
     _, poses = camera_path("orbit", frames=40, fps=30, seed=0)
-    system = System(camera)
-    for pose in poses[::2]:
-        system.step(render_frame(pose, camera)[0])
+    warm_up_slam(camera, [render_frame(pose, camera)[0] for pose in poses[::2]])
 
 
 def run_all(runs: int = 3, work: Path | None = None, sequences: list[Sequence] | None = None,
@@ -412,7 +410,7 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "frames after initialisation. `parallax_slam_play` is the same system as the SLAM tab's Play runs it: local "
         "mapping and loop closing on their own thread, frames fed as fast as tracking takes them, keyframes only "
         "while mapping is idle; its frame time is the tracking thread's, its mapping time per keyframe the "
-        "mapping thread's, its total includes finishing the queued keyframes. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
+        f"mapping thread's, its total includes finishing the queued keyframes. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). Accuracy is from the first run; `det.` says whether all runs "
         "gave bit-identical poses.", "",
         "| sequence | method | ATE | ATE % path | rot (°) | tracked % (all / after init) | init frame | "
