@@ -13,7 +13,7 @@ from scene.model import Scene
 from scene.progress import Cancelled, RecordingProgress
 from sfm.features import FeatureOptions
 from sfm.mapper import build_tracks
-from sfm.matching import MatchingOptions, exhaustive_pairs, match_descriptors, sequential_pairs
+from sfm.matching import MatchingOptions, exhaustive_pairs, match_descriptors, match_pairs, sequential_pairs
 from sfm.pipeline import SfmOptions, run
 from sfm.verification import PairGeometry
 
@@ -41,6 +41,31 @@ def test_match_descriptors_finds_permutation(exact):
     assert len(m) >= 290
     assert np.all(perm[m[:, 1]] == m[:, 0])
     assert len(match_descriptors(d1[:1], d2, MatchingOptions(exact=exact))) == 0
+
+
+def test_exact_matching_on_threads_equals_one_pair_at_a_time():
+    rng = np.random.default_rng(1)
+    base = rng.random((400, 128)).astype(np.float32)
+    descriptors = []
+    for _ in range(5):
+        d = base[rng.permutation(400)[:350]] + rng.normal(0, 0.02, (350, 128)).astype(np.float32)
+        descriptors.append(d / np.linalg.norm(d, axis=1, keepdims=True))
+    pairs = exhaustive_pairs(5)
+    threaded = match_pairs(descriptors, pairs, MatchingOptions(workers=2))
+    serial = match_pairs(descriptors, pairs, MatchingOptions(workers=1))
+    one_by_one = {p: match_descriptors(descriptors[p[0]], descriptors[p[1]]) for p in pairs}
+    assert set(threaded) == set(serial) == set(pairs)
+    for p in pairs:
+        assert np.array_equal(threaded[p], serial[p]) and np.array_equal(threaded[p], one_by_one[p])
+        assert len(threaded[p]) > 100
+
+
+def test_threaded_matching_is_cancelled_between_pairs():
+    rng = np.random.default_rng(2)
+    descriptors = [rng.random((50, 128)).astype(np.float32) for _ in range(8)]
+    progress = RecordingProgress(stop_after=3)
+    with pytest.raises(Cancelled, match="matching cancelled"):
+        match_pairs(descriptors, exhaustive_pairs(8), MatchingOptions(workers=2), progress)
 
 
 def _pair(i, j, matches):
