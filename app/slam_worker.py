@@ -202,7 +202,11 @@ class SlamWorker(QtCore.QThread):
             self.failed.emit(f"{type(exc).__name__}: {exc}")
         finally:
             if self.system is not None:
-                self.system.close()
+                try:
+                    self.system.close()
+                except Exception as exc:  # noqa: BLE001 - a mapping failure after the loop ended: reported
+                    log.error("SLAM mapping thread failed: %s", exc)
+                    self.failed.emit(f"{type(exc).__name__}: {exc}")
             if self.source is not None:
                 self.source.close()
 
