@@ -423,11 +423,7 @@ class System:
             stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
                                      self.options.mapping, self.map_lock, self._interrupt_ba)
             self.map_lock.yield_to_tracking()
-            event = self._close_loop(k, stats, timings, plan, self.map_lock)
-            if event is not None:
-                # The motion model was in the old map's units and frame: the next frame predicts from the
-                # last pose (re-derived from its corrected reference keyframe) instead.
-                self._velocity = None
+            self._close_loop(k, stats, timings, plan, self.map_lock)
         timings["mapping"] = 1000 * (time.perf_counter() - t0)
         self.mapping_log.append({"keyframe": k, "timings_ms": timings, **stats})
 
@@ -450,9 +446,6 @@ class System:
         event, loop_stats = self.loop_closer.process(self.map, self.camera, self.recognizer, k, plan.level_scales,
                                                      plan.scale_factor, lock)
         stats.update(loop_stats)
-        if event is not None and self.options.mapping.global_ba_iterations > 0:
-            stats["global_ba"] = global_bundle_adjustment(self.map, self.camera, plan.level_scales,
-                                                          self.options.mapping, lock)
         if event is not None:
             self.loop_events.append(event)
             stats["loop"] = event.as_dict()
@@ -462,6 +455,15 @@ class System:
             for i, (ref, rel) in enumerate(zip(self.frame_reference_kf, self.frame_cam_from_ref)):
                 if ref >= 0 and rel is not None and scales[ref] != 1.0:
                     self.frame_cam_from_ref[i] = Rigid3d(rel.quat_wxyz, rel.translation / scales[ref])
+            if lock is not NO_LOCK:
+                # On the mapping thread: the motion model is in the old map's units and frame, so the next
+                # frame predicts from the last pose (re-derived from its corrected reference keyframe).
+                self._velocity = None
+            # Last, as it drops the lock while it solves: frames tracked meanwhile already see the corrected,
+            # rescaled map.
+            if self.options.mapping.global_ba_iterations > 0:
+                stats["global_ba"] = global_bundle_adjustment(self.map, self.camera, plan.level_scales,
+                                                              self.options.mapping, lock)
         timings["loop"] = 1000 * (time.perf_counter() - t0)
         return event
 
