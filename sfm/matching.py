@@ -56,6 +56,32 @@ def sequential_pairs(n: int, window: int) -> list[tuple[int, int]]:
 _BLOCK_ROWS = 2048  # rows of the similarity matrix held at once: 2048 x 8192 float32 = 64 MB
 
 
+@njit(cache=True, nogil=True)
+def _scan_rows(sim, start, stop, row0, best_row_sim, best_row_idx, second_row_sim, col_sim, col_idx):
+    """Rows start..stop of ``sim`` (rows row0.. of the full matrix): each row's best and second-best similarity
+    and best column, and every column's best similarity and row in ``col_sim``/``col_idx`` (strictly greater
+    wins, so ties keep the first row)."""
+    n_cols = sim.shape[1]
+    for r in range(start, stop):
+        b1 = -2.0
+        b2 = -2.0
+        i1 = -1
+        for c in range(n_cols):
+            v = sim[r, c]
+            if v > b1:
+                b2 = b1
+                b1 = v
+                i1 = c
+            elif v > b2:
+                b2 = v
+            if v > col_sim[c]:
+                col_sim[c] = v
+                col_idx[c] = row0 + r
+        best_row_sim[row0 + r] = b1
+        best_row_idx[row0 + r] = i1
+        second_row_sim[row0 + r] = b2
+
+
 @njit(cache=True, parallel=True)
 def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx, threads):
     """Per row of ``sim`` (rows row0..): the best and second-best similarity and the best column; per column the
@@ -67,53 +93,13 @@ def _best_two_of_block(sim, row0, best_row_sim, best_row_idx, second_row_sim, be
     col_sim = np.full((chunks, n_cols), -2.0, np.float32)
     col_idx = np.full((chunks, n_cols), -1, np.int64)
     for t in prange(chunks):
-        for r in range(t * step, min(n_rows, (t + 1) * step)):
-            b1 = -2.0
-            b2 = -2.0
-            i1 = -1
-            for c in range(n_cols):
-                v = sim[r, c]
-                if v > b1:
-                    b2 = b1
-                    b1 = v
-                    i1 = c
-                elif v > b2:
-                    b2 = v
-                if v > col_sim[t, c]:
-                    col_sim[t, c] = v
-                    col_idx[t, c] = row0 + r
-            best_row_sim[row0 + r] = b1
-            best_row_idx[row0 + r] = i1
-            second_row_sim[row0 + r] = b2
+        _scan_rows(sim, t * step, min(n_rows, (t + 1) * step), row0, best_row_sim, best_row_idx, second_row_sim,
+                   col_sim[t], col_idx[t])
     for t in range(chunks):
         for c in range(n_cols):
             if col_sim[t, c] > best_col_sim[c]:
                 best_col_sim[c] = col_sim[t, c]
                 best_col_idx[c] = col_idx[t, c]
-
-
-@njit(cache=True, nogil=True)
-def _best_two_serial(sim, row0, best_row_sim, best_row_idx, second_row_sim, best_col_sim, best_col_idx):
-    """``_best_two_of_block`` on the calling thread only (pairs run on threads of their own)."""
-    n_rows, n_cols = sim.shape
-    for r in range(n_rows):
-        b1 = np.float32(-2.0)
-        b2 = np.float32(-2.0)
-        i1 = -1
-        for c in range(n_cols):
-            v = sim[r, c]
-            if v > b1:
-                b2 = b1
-                b1 = v
-                i1 = c
-            elif v > b2:
-                b2 = v
-            if v > best_col_sim[c]:
-                best_col_sim[c] = v
-                best_col_idx[c] = row0 + r
-        best_row_sim[row0 + r] = b1
-        best_row_idx[row0 + r] = i1
-        second_row_sim[row0 + r] = b2
 
 
 def _exact_best_two(desc1: np.ndarray, desc2: np.ndarray, serial: bool = False):
@@ -130,8 +116,8 @@ def _exact_best_two(desc1: np.ndarray, desc2: np.ndarray, serial: bool = False):
     bt = np.ascontiguousarray(b.T)
     for row0 in range(0, n1, _BLOCK_ROWS):
         sim = a[row0:row0 + _BLOCK_ROWS] @ bt
-        if serial:
-            _best_two_serial(sim, row0, best_sim, best_idx, second_sim, col_sim, col_idx)
+        if serial:  # the caller runs pairs on threads of their own
+            _scan_rows(sim, 0, len(sim), row0, best_sim, best_idx, second_sim, col_sim, col_idx)
         else:
             _best_two_of_block(sim, row0, best_sim, best_idx, second_sim, col_sim, col_idx, numba.get_num_threads())
     # Unit vectors: |a - b|^2 = 2 - 2 a.b (clipped: rounding can make it slightly negative).
