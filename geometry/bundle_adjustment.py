@@ -436,7 +436,7 @@ def _solve_reduced(s_mat: np.ndarray, b_vec: np.ndarray) -> Optional[np.ndarray]
     scaled = s_mat / d[:, None] / d[None, :]
     if not np.all(np.isfinite(scaled)):
         return None
-    with _one_blas_thread():
+    with one_blas_thread():
         try:
             factor = scipy.linalg.cho_factor(scaled, lower=True, overwrite_a=True, check_finite=False)
         except np.linalg.LinAlgError:
@@ -445,8 +445,8 @@ def _solve_reduced(s_mat: np.ndarray, b_vec: np.ndarray) -> Optional[np.ndarray]
     return x if np.all(np.isfinite(x)) else None
 
 
-def _one_blas_thread():
-    """One BLAS thread for the reduced solve.
+def one_blas_thread():
+    """Context manager: one BLAS thread inside (the reduced BA solve; exact matching's threaded pairs).
 
     Measured on the 2-core machine: with two OpenBLAS threads and the other core busy (tracking, or other
     work), a Cholesky of a 192 x 192 system took 165-240 ms instead of ~1 ms, and scipy's LAPACK wrappers

@@ -12,7 +12,6 @@ Binary descriptors (ORB, AKAZE: (N, 32) uint8) go to geometry.matching's numba H
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 
 import cv2
@@ -204,16 +203,14 @@ def _check_cancel(progress, done: int, total: int) -> None:
 
 def _threaded_matches(descriptors: list, pairs, opts: MatchingOptions, progress):
     """Exact matches of every pair, in order, pairs on ``opts.workers`` threads with one BLAS thread each."""
-    from geometry.bundle_adjustment import _blas_controller
+    from geometry.bundle_adjustment import one_blas_thread
 
     def match(item):
         k, (i, j) = item
         _check_cancel(progress, k, len(pairs))
         return match_descriptors(descriptors[i], descriptors[j], opts, serial=True)
 
-    controller = _blas_controller()
-    limit = controller.limit(limits=1, user_api="blas") if controller is not None else contextlib.nullcontext()
-    with limit:
+    with one_blas_thread():
         yield from ordered_thread_map(match, enumerate(pairs), opts.workers)
 
 
