@@ -40,6 +40,10 @@ class CallbackProgress:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def clear_stop(self) -> None:
+        """Answer should_stop() with False again (a flag reused, e.g. SLAM's interrupt of a local BA)."""
+        self._stop.clear()
+
 
 class RecordingProgress(CallbackProgress):
     """Keeps every report (for tests and logs)."""

@@ -4,33 +4,11 @@
 thread. The tracker asks ``idle`` before it inserts a keyframe (monocular ORB-SLAM inserts none while
 mapping is busy) and ``wait_idle`` before it reads or exports results. An exception in ``process`` is
 kept and raised in the caller's thread at its next ``submit`` or ``wait_idle``: never lost.
-
-``InterruptFlag`` is ORB-SLAM's InterruptBA: tracking sets it when it wants a keyframe while mapping is busy,
-and bundle adjustment (which polls it as its progress object) stops after its current iteration.
 """
 from __future__ import annotations
 
 import threading
 from collections import deque
-
-
-class InterruptFlag:
-    """A ``scene.progress`` object whose ``should_stop`` is a thread-safe flag."""
-
-    def __init__(self):
-        self._event = threading.Event()
-
-    def set(self) -> None:
-        self._event.set()
-
-    def clear(self) -> None:
-        self._event.clear()
-
-    def should_stop(self) -> bool:
-        return self._event.is_set()
-
-    def report(self, stage: str, done: int, total: int, message: str = "") -> None:
-        return None
 
 
 class BackgroundMapper:
@@ -48,12 +26,6 @@ class BackgroundMapper:
     def idle(self) -> bool:
         with self._cond:
             return not self._busy and not self._queue
-
-    @property
-    def queued(self) -> int:
-        """Items submitted and not started yet."""
-        with self._cond:
-            return len(self._queue)
 
     def submit(self, item) -> None:
         with self._cond:

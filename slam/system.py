@@ -32,9 +32,9 @@ import numpy as np
 
 from scene.camera import Camera
 from scene.errors import ParallaxError
-from scene.progress import NullProgress
+from scene.progress import CallbackProgress, NullProgress
 from scene.rigid import Rigid3d
-from slam.background_mapping import BackgroundMapper, InterruptFlag
+from slam.background_mapping import BackgroundMapper
 from slam.features import OrbExtractor, OrbOptions, PyramidPlan
 from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
@@ -109,7 +109,9 @@ class System:
         self._extractor = OrbExtractor(self.options.orb)
         self.map_lock = MapLock()
         self._mapper: BackgroundMapper | None = None
-        self._interrupt_ba = InterruptFlag()
+        # ORB-SLAM's InterruptBA: set by tracking when it wants a keyframe while mapping is busy; local BA
+        # polls it as its progress object and stops after the current iteration.
+        self._interrupt_ba = CallbackProgress()
         self.mapping_log: list[dict] = []   # background mode: one entry per keyframe mapped on the thread
         self.reset()
 
@@ -385,7 +387,7 @@ class System:
             # Monocular ORB-SLAM: no keyframe while mapping is busy (tracking goes on against the map as it is).
             keyframe = self._mapper.idle
             if not keyframe:
-                self._interrupt_ba.set()
+                self._interrupt_ba.request_stop()
             if keyframe:
                 k = insert_keyframe(self.map, frame, ref=self._current_ref)
                 self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
@@ -419,7 +421,7 @@ class System:
         t0 = time.perf_counter()
         timings: dict = {}
         with self.map_lock:
-            self._interrupt_ba.clear()
+            self._interrupt_ba.clear_stop()
             stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
                                      self.options.mapping, self.map_lock, self._interrupt_ba)
             self.map_lock.yield_to_tracking()

@@ -13,7 +13,8 @@ import pytest
 
 from assets import demo_camera
 from geometry.evaluate import evaluate
-from slam.background_mapping import BackgroundMapper, InterruptFlag
+from scene.progress import CallbackProgress
+from slam.background_mapping import BackgroundMapper
 from slam.map_lock import NO_LOCK, MapLock
 from slam.system import System, TrackingState
 from tests.test_slam_core import MOVING, estimated_trajectory, ground_truth, rendered
@@ -99,13 +100,13 @@ def test_a_failure_on_the_mapping_thread_is_raised_in_the_caller():
     mapper.close()  # the error was delivered once; closing is clean
 
 
-def test_interrupt_flag_is_a_progress_object():
-    flag = InterruptFlag()
+def test_the_ba_interrupt_flag_can_be_raised_and_cleared():
+    flag = CallbackProgress()
     assert not flag.should_stop()
-    flag.set()
+    flag.request_stop()
     assert flag.should_stop()
     flag.report("bundle_adjustment", 1, 10, "")
-    flag.clear()
+    flag.clear_stop()
     assert not flag.should_stop()
 
 
