@@ -109,7 +109,7 @@ def test_colmap_cameras_txt_first_camera(tmp_path):
             "# Number of cameras: 2\n1 OPENCV 752 480 458.6 457.3 367.2 248.4 -0.28 0.07 0.0002 0.00002\n"
             "2 PINHOLE 640 480 500 500 320 240\n")
     camera = load_calibration(_write(tmp_path / "cameras.txt", text))
-    assert camera.model == "OPENCV" and camera.width == 752 and camera.intrinsics_source == "colmap"
+    assert camera.model == "OPENCV" and camera.width == 752 and camera.intrinsics_source == "calib"
     assert _params(camera) == [458.6, 457.3, 367.2, 248.4, -0.28, 0.07, 0.0002, 0.00002]
 
 

@@ -343,6 +343,23 @@ def test_model_scene_cuts_out_one_model(tmp_path):
         assert len(sub.clouds["sfm_sparse"]) == m.num_points
 
 
+def test_colmap_cameras_txt_calibration_stays_fixed(tmp_path):
+    """A cameras.txt given as the calibration is kept as given, like any calibration file: bundle adjustment
+    refining it had moved KITTI's focal length 3 % (fx 686, fy 655 instead of 707) and turned every yaw 3 %
+    too far."""
+    from tests.test_sfm_bad_input import CAMERA, arc_poses, options, render_set
+
+    folder = tmp_path / "arc"
+    render_set(folder, arc_poses(6, 200, 240))
+    calib = tmp_path / "cameras.txt"
+    calib.write_text(f"1 PINHOLE {CAMERA.width} {CAMERA.height} " + " ".join(repr(float(v)) for v in CAMERA.params))
+    r = run(folder, options(calib))
+    assert r.registered == 6
+    cameras = list(r.scene.cameras.values())
+    assert len(cameras) == 1 and cameras[0].intrinsics_source == "calib"
+    assert cameras[0].params.tolist() == [float(v) for v in CAMERA.params]
+
+
 def test_single_model_option_stops_after_the_first(tmp_path):
     from dataclasses import replace
     from sfm.mapper import MapperOptions

@@ -241,7 +241,9 @@ def load_calibration(path, image_size: Optional[tuple[int, int]] = None, camera_
     colmap = _colmap_cameras_txt(path, text)
     if colmap is not None:
         model, size, params = colmap
-        return _make_camera(path, model, size, params, "colmap", image_size, camera_id)
+        # A cameras.txt handed over as the calibration is a calibration like any other: "calib", which bundle
+        # adjustment keeps fixed ("colmap" marks cameras of an imported model).
+        return _make_camera(path, model, size, params, "calib", image_size, camera_id)
     k = _matrix_3x3(text)
     if k is not None:
         return _make_camera(path, "PINHOLE", None, [k[0, 0], k[1, 1], k[0, 2], k[1, 2]], "calib", image_size,
