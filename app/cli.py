@@ -40,6 +40,8 @@ def _parser() -> argparse.ArgumentParser:
     slam.add_argument("--calib", help="intrinsics file (KITTI calib.txt, YAML/JSON, COLMAP cameras.txt)")
     slam.add_argument("--max-frames", type=int, help="process only the first N frames")
     slam.add_argument("--no-loop-closure", action="store_true", help="disable loop closure")
+    slam.add_argument("--no-intrinsics-check", action="store_true",
+                      help="write the result even when the map says the focal length is more than 2x off")
     slam.add_argument("--trajectory", help="write the tracked frames' poses as TUM (world_from_cam)")
     slam.add_argument("--stats", help="write run statistics as JSON")
 
@@ -155,7 +157,7 @@ def cmd_slam(args) -> int:
 
     stats = run_slam_command(args.source, args.output, calib=args.calib, max_frames=args.max_frames,
                              trajectory=args.trajectory, stats_path=args.stats, progress=_progress(),
-                             loop_closure=not args.no_loop_closure)
+                             loop_closure=not args.no_loop_closure, intrinsics_check=not args.no_intrinsics_check)
     print(f"tracked {stats['tracked']}/{stats['frames']} frames, {stats['keyframes']} keyframes, "
           f"{stats['map_points']} map points, tracking {stats['tracking_ms_median']:.1f} ms median; "
           f"wrote {args.output}")

@@ -50,9 +50,23 @@ def _initialisation_advice(camera, calib) -> str:
             "check the calibration (--calib) matches this camera and resolution")
 
 
+def intrinsics_warning(check, camera, calib) -> str:
+    """The message for a ``slam.intrinsics_check.FocalCheck`` that found the focal length far off ('' if not)."""
+    if check is None or not check.suspicious:
+        return ""
+    fx, fy = camera.focal_xy
+    where = f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
+    return (f"the intrinsics {where} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
+            f"prefers a focal length {check.focal_ratio:.2f}x the given one (about fx={fx * check.focal_ratio:.0f}, "
+            f"fy={fy * check.focal_ratio:.0f} instead of fx={fx:g}, fy={fy:g}; reprojection RMS "
+            f"{check.rms_given_px:.2f} px -> {check.rms_free_px:.2f} px); check the calibration file matches this "
+            "camera and resolution")
+
+
 def run_slam_command(source_path, output, calib=None, max_frames=None, trajectory=None, stats_path=None,
-                     progress=None, loop_closure: bool = True) -> dict:
-    """Run SLAM over a source; ``loop_closure=False`` is ``--no-loop-closure``."""
+                     progress=None, loop_closure: bool = True, intrinsics_check: bool = True) -> dict:
+    """Run SLAM over a source; ``loop_closure=False`` is ``--no-loop-closure``; ``intrinsics_check=False``
+    (``--no-intrinsics-check``) writes the result even when the map says the focal length is far off."""
     from scene.atomic import atomic_write_text
     from scene.io.calibration import resolve_intrinsics
     from scene.io.sources import open_source
@@ -72,6 +86,11 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     if summary.initialized_at_frame is None:
         raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames: "
                             f"{_initialisation_advice(camera, calib)}; nothing was written")
+    check = system.check_intrinsics()
+    warning = intrinsics_warning(check, camera, calib)
+    if warning and intrinsics_check:
+        raise ParallaxError(f"{source_path}: {warning}; nothing was written (--no-intrinsics-check writes it "
+                            "anyway)")
 
     scene = Scene()
     scene.add_source({"path": str(source_path), "layout": source.layout, "frames": len(source),
@@ -84,6 +103,7 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     if trajectory:
         write_trajectory(trajectory, scene.trajectories["slam"], "tum")
     stats = slam_statistics(summary, system)
+    stats["focal_ratio_preferred"] = check.focal_ratio if check is not None else None
     if stats_path:
         atomic_write_text(stats_path, json.dumps(stats, indent=2))
     return stats

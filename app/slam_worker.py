@@ -27,6 +27,8 @@ from typing import Optional
 import numpy as np
 from PyQt6 import QtCore
 
+from app.slam_run import intrinsics_warning
+
 log = logging.getLogger(__name__)
 
 MIN_SNAPSHOT_INTERVAL_S = 0.05  # <= 20 redraws a second
@@ -340,6 +342,9 @@ class SlamWorker(QtCore.QThread):
                         "points_before": points_before, "points_after": self.scene.points}
         log.info("SLAM results written to the scene: %d keyframes, %d points, %d trajectory poses",
                  summary["images"], summary["points"], summary["trajectory_poses"])
+        warning = intrinsics_warning(self.system.check_intrinsics(), self.system.camera, None)
+        if warning:  # the map stays in the scene to look at; the CLI refuses to write it
+            log.warning("SLAM: %s", warning)
         self.results_written.emit(summary)
 
     def _undo_previous_export(self) -> None:

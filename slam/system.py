@@ -494,6 +494,14 @@ class System:
                           track_ms, time.perf_counter() - t0, stopped)
 
     # --- results ------------------------------------------------------------------------------------
+    def check_intrinsics(self):
+        """``slam.intrinsics_check.check_focal`` on this map (after the mapping thread settles): the focal
+        length the first keyframes prefer against the given one; None before there is enough map."""
+        from slam.intrinsics_check import check_focal
+        self.wait_for_mapping()
+        with self.reading():
+            return check_focal(self.map, self.camera)
+
     def frame_poses(self) -> list[tuple[float, Rigid3d | None]]:
         """(timestamp, cam_from_world or None) of every processed frame, following the current keyframes.
         With background mapping, call it holding ``map_lock`` (or after ``wait_for_mapping``)."""
