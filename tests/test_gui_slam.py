@@ -153,3 +153,37 @@ def test_pause_stops_advancing_and_reset_clears(window, qtbot):
     with qtbot.waitSignal(panel.results_written, timeout=30000):
         panel.finish()
     assert "slam" in window.scene.trajectories
+
+
+def test_worker_warns_when_the_focal_length_looks_far_off(qtbot, tmp_path, caplog):
+    """A calibration 5x too short: the run still lands in the scene (to look at), with the focal check's warning."""
+    import logging
+
+    from app.slam_worker import SlamWorker
+    from assets import demo_camera
+    from scene.camera import Camera
+    from scene.model import Scene
+    from tests.test_slam_bad_input import WALK, _write_walk_folder
+    from tests.test_slam_core import rendered
+
+    _, _, frames = rendered(WALK)
+    folder = tmp_path / "walk"
+    _write_walk_folder(folder, frames[:30])
+    cam = demo_camera()
+    params = cam.params.copy()
+    params[:2] *= 0.2
+    scene = Scene()
+    worker = SlamWorker(folder, Camera(1, cam.model, cam.width, cam.height, params, intrinsics_source="calib"),
+                        scene)
+    written = []
+    worker.results_written.connect(written.append)
+    with caplog.at_level(logging.WARNING, logger="app.slam_worker"):
+        worker.start()
+        try:
+            worker.play()
+            qtbot.waitUntil(lambda: bool(written), timeout=120000)
+        finally:
+            worker.quit_worker()
+            worker.wait(30000)
+    assert len(scene.registered_images()) >= 2
+    assert any("intrinsics" in r.getMessage() and "prefers a focal length" in r.getMessage() for r in caplog.records)
