@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import itertools
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
 
 from scene.errors import ParallaxError
+
+log = logging.getLogger(__name__)
 
 
 class _FirstFrames:
@@ -59,8 +62,9 @@ def intrinsics_warning(check, camera, calib) -> str:
     return (f"the intrinsics {where} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
             f"prefers a focal length {check.focal_ratio:.2f}x the given one (about fx={fx * check.focal_ratio:.0f}, "
             f"fy={fy * check.focal_ratio:.0f} instead of fx={fx:g}, fy={fy:g}; reprojection RMS "
-            f"{check.rms_given_px:.2f} px -> {check.rms_free_px:.2f} px); check the calibration file matches this "
-            "camera and resolution")
+            f"{check.rms_given_px:.2f} px -> {check.rms_free_px:.2f} px); "
+            + ("pass this camera's calibration (--calib)" if camera.is_guess
+               else "check the calibration file matches this camera and resolution"))
 
 
 def run_slam_command(source_path, output, calib=None, max_frames=None, trajectory=None, stats_path=None,
@@ -88,9 +92,11 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
                             f"{_initialisation_advice(camera, calib)}; nothing was written")
     check = system.check_intrinsics()
     warning = intrinsics_warning(check, camera, calib)
-    if warning and intrinsics_check:
+    if warning and intrinsics_check and not camera.is_guess:
         raise ParallaxError(f"{source_path}: {warning}; nothing was written (--no-intrinsics-check writes it "
                             "anyway)")
+    if warning:  # a guess was never a claim about the camera: the run is written, with the hint
+        log.warning("%s: %s", source_path, warning)
 
     scene = Scene()
     scene.add_source({"path": str(source_path), "layout": source.layout, "frames": len(source),

@@ -147,3 +147,17 @@ def test_intrinsics_check_can_be_overridden_and_is_in_the_stats(tmp_path):
     result = parallax("slam", folder, "-o", out, "--calib", calib, "--stats", stats, "--no-intrinsics-check")
     assert result.returncode == 0, result.stderr
     assert out.exists() and json.loads(stats.read_text())["focal_ratio_preferred"] > 3.0
+
+
+def test_a_guess_far_off_is_written_with_a_hint(tmp_path):
+    """No calibration and frames in a wide black border: the guess (1.2 x the padded width) is about 3x the true
+    focal length. A guess was never a claim, so the run is written; the message names the better focal length."""
+    _, _, frames = rendered(WALK)
+    folder = tmp_path / "frames"
+    _write_walk_folder(folder, [cv2.copyMakeBorder(f, 240, 240, 320, 320, cv2.BORDER_CONSTANT) for f in frames[:30]])
+    out, stats = tmp_path / "run.parallax", tmp_path / "stats.json"
+    result = parallax("slam", folder, "-o", out, "--stats", stats)
+    assert result.returncode == 0, result.stderr
+    assert out.exists() and "GUESS" in result.stderr and "prefers a focal length" in result.stderr
+    assert "--calib" in result.stderr
+    assert json.loads(stats.read_text())["focal_ratio_preferred"] < 0.5
