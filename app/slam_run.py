@@ -46,10 +46,15 @@ def slam_statistics(summary, system) -> dict:
     }
 
 
+def _intrinsics_origin(camera, calib) -> str:
+    """Where the intrinsics came from, for messages: the calibration file's name, else the camera's source."""
+    return f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
+
+
 def _initialisation_advice(camera, calib) -> str:
     """What to check when initialisation keeps failing: motion and texture first, then the intrinsics."""
-    where = f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
-    return (f"not enough camera motion or texture, or wrong intrinsics {where}: {camera.describe()}; "
+    return (f"not enough camera motion or texture, or wrong intrinsics {_intrinsics_origin(camera, calib)}: "
+            f"{camera.describe()}; "
             "check the calibration (--calib) matches this camera and resolution")
 
 
@@ -58,8 +63,7 @@ def intrinsics_warning(check, camera, calib) -> str:
     if check is None or not check.suspicious:
         return ""
     fx, fy = camera.focal_xy
-    where = f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
-    return (f"the intrinsics {where} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
+    return (f"the intrinsics {_intrinsics_origin(camera, calib)} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
             f"prefers a focal length {check.focal_ratio:.2f}x the given one (about fx={fx * check.focal_ratio:.0f}, "
             f"fy={fy * check.focal_ratio:.0f} instead of fx={fx:g}, fy={fy:g}; reprojection RMS "
             f"{check.rms_given_px:.2f} px -> {check.rms_free_px:.2f} px); "
