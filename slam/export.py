@@ -7,8 +7,13 @@
   and the mean reprojection error;
 - the trajectory ``"slam"``: world_from_cam of every tracked frame with the frame timestamps;
 - the point cloud ``"slam_map"``: the same points.
+
+``SlamResult`` is what the writer reads: plain data (the camera, the map, the frame poses) that pickles, so a
+SLAM run in another process (the SLAM tab's) can hand its result to the process that owns the scene.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -19,9 +24,26 @@ TRAJECTORY_NAME = "slam"
 CLOUD_NAME = "slam_map"
 
 
+@dataclass
+class SlamResult:
+    """A finished (or stopped) SLAM run: what ``write_result`` puts into a scene."""
+    camera: object                 # scene.camera.Camera
+    map: object                    # slam.map.SlamMap
+    frame_poses: list              # (timestamp, cam_from_world or None) of every processed frame
+
+
+def result_of(system) -> SlamResult:
+    """The system's result; call it with mapping settled (``System.wait_for_mapping``)."""
+    return SlamResult(system.camera, system.map, system.frame_poses())
+
+
 def to_scene(system, scene) -> dict:
-    m = system.map
-    camera = system.camera
+    return write_result(result_of(system), scene)
+
+
+def write_result(result: SlamResult, scene) -> dict:
+    m = result.map
+    camera = result.camera
     if camera.camera_id in scene.cameras and scene.cameras[camera.camera_id] != camera:
         camera_id = scene.next_camera_id()
         from dataclasses import replace
@@ -88,7 +110,7 @@ def to_scene(system, scene) -> dict:
     if len(new_points):
         scene.set_cloud(CLOUD_NAME, PointCloud(new_points.xyz.copy(), new_points.rgb.copy()))
 
-    poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
+    poses = [(ts, p) for ts, p in result.frame_poses if p is not None]
     if poses:
         trajectory = Trajectory.from_poses([ts for ts, _ in poses], [p.inverse() for _, p in poses])
         scene.set_trajectory(TRAJECTORY_NAME, trajectory)

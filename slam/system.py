@@ -510,7 +510,12 @@ class System:
             out.append((ts, None if k < 0 or rel is None else rel * self.map.kf_pose(k)))
         return out
 
-    def to_scene(self, scene) -> dict:
-        from slam.export import to_scene
+    def result(self):
+        """``slam.export.SlamResult`` (plain data, picklable) once the queued keyframes are mapped."""
+        from slam.export import result_of
         self.wait_for_mapping()
-        return to_scene(self, scene)
+        return result_of(self)
+
+    def to_scene(self, scene) -> dict:
+        from slam.export import write_result
+        return write_result(self.result(), scene)

@@ -272,6 +272,30 @@ def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
     assert len(scene.points) == 2 * before
 
 
+def test_result_crosses_a_process_boundary_and_writes_the_same_scene():
+    """The SLAM tab runs SLAM in another process and sends ``System.result()`` pickled: writing the unpickled
+    result must give exactly what ``to_scene`` writes from the live system."""
+    import pickle
+
+    from slam.export import write_result
+
+    system, _ = slam_run("forward_walk")
+    direct, relayed = Scene(), Scene()
+    info = system.to_scene(direct)
+    assert write_result(pickle.loads(pickle.dumps(system.result())), relayed) == info
+    assert direct.images.keys() == relayed.images.keys() and len(direct.images) == info["images"] > 0
+    for image_id, a in direct.images.items():
+        b = relayed.images[image_id]
+        assert (a.name, a.camera_id, a.source) == (b.name, b.camera_id, b.source)
+        assert np.array_equal(a.cam_from_world.matrix(), b.cam_from_world.matrix())
+        assert np.array_equal(a.keypoints, b.keypoints) and np.array_equal(a.point3d_ids, b.point3d_ids)
+    for name in ("ids", "xyz", "rgb", "error", "track_ptr", "track_image_ids", "track_kp_idx"):
+        assert np.array_equal(getattr(direct.points, name), getattr(relayed.points, name)), name
+    a, b = direct.trajectories["slam"], relayed.trajectories["slam"]
+    for name in ("timestamps", "world_from_cam_quat_wxyz", "world_from_cam_translation"):
+        assert np.array_equal(getattr(a, name), getattr(b, name)), name
+
+
 def test_reset_clears_everything():
     timestamps, _, frames = rendered("forward_walk")
     system = System(demo_camera())
