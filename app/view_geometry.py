@@ -86,10 +86,15 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.eye(3) + vx + vx @ vx / (1.0 + c)
 
 
+TRIM_SAMPLE = 10000
+
+
 def robust_bounds(parts: list[tuple[np.ndarray, bool]]) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(lo, hi) over point sets; sets flagged ``True`` are trimmed to their 1..99 percentiles.
 
-    Sparse reconstructions carry far outliers; trimming keeps fit-to-scene on the bulk.
+    Sparse reconstructions carry far outliers; trimming keeps fit-to-scene on the bulk. The percentiles of a
+    large set come from an evenly strided sample of ``TRIM_SAMPLE`` points: on a 150,000-point cloud the full
+    percentile took 16 ms of the GUI thread at every scene change, for a grid size no one can tell apart.
     """
     los, his = [], []
     for xyz, trim in parts:
@@ -97,6 +102,8 @@ def robust_bounds(parts: list[tuple[np.ndarray, bool]]) -> Optional[tuple[np.nda
         xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
         if len(xyz) == 0:
             continue
+        if trim and len(xyz) > TRIM_SAMPLE:
+            xyz = xyz[::int(math.ceil(len(xyz) / TRIM_SAMPLE))]
         if trim and len(xyz) >= 50:
             lo, hi = np.percentile(xyz, [1.0, 99.0], axis=0)
         else:

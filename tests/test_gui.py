@@ -513,6 +513,16 @@ def test_robust_bounds_ignore_far_outliers_in_points_only():
     assert vg.nice_step(20.0, 20) == 1.0 and vg.nice_step(37.0, 20) == 2.0 and vg.nice_step(0.09, 20) == 0.005
 
 
+def test_robust_bounds_of_a_large_cloud_match_the_full_percentiles_and_still_drop_outliers():
+    rng = np.random.default_rng(0)
+    pts = rng.uniform(-3.0, 3.0, (150_000, 3))
+    pts[::997] = 1e6  # 0.1 % far outliers, spread through the array
+    lo, hi = vg.robust_bounds([(pts, True)])
+    full_lo, full_hi = np.percentile(pts, [1.0, 99.0], axis=0)
+    assert np.all(np.abs(lo - full_lo) < 0.1) and np.all(np.abs(hi - full_hi) < 0.1)
+    assert np.all(hi < 3.0)
+
+
 # --- frame browser: decoding off the GUI thread -------------------------------------------
 
 def _grey_frames(folder: Path) -> None:
