@@ -22,6 +22,7 @@ result is sent for the scene.
 from __future__ import annotations
 
 import logging
+import multiprocessing
 import os
 import time
 import traceback
@@ -111,6 +112,9 @@ def run_engine(commands, events, source_path, camera, ground_truth, options, rea
 
     _lower_priority()
 
+    # Started as a daemon (it must not outlive the GUI), it may still start Play's extraction process: that
+    # one is a daemon of ours and also ends on its own once our end of its pipe closes.
+    multiprocessing.current_process().daemon = False
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(send)]
     root.setLevel(log_level)
@@ -212,6 +216,7 @@ class SlamEngine:
         if self.system is not None:
             self.system.close()
         self.system = System(self.camera, self.options)
+        self.system.prepare_play()  # Play's extraction process starts while the user looks at the tab
         self._next_index = 0
         self._finished = False
         self._history_frames, self._history_tracked = [], []

@@ -182,6 +182,8 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
     from slam.system import System
 
     system = System(seq.camera, options)
+    if background:
+        system.prepare_play(wait=True)  # Play's extraction process is up before the clock starts, as in the tab
     system.set_background_mapping(background)
     frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": [], "loop": []}
     tracked, init_frame = [], None

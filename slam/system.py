@@ -23,6 +23,7 @@ the keyframes when local bundle adjustment moves them.
 """
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -45,6 +46,8 @@ from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyfr
 from slam.place_recognition import BowOptions, PlaceRecognizer
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
                            track_motion_model)
+
+log = logging.getLogger(__name__)
 
 
 class TrackingState(str, Enum):
@@ -70,6 +73,9 @@ class SlamOptions:
     bow: BowOptions = field(default_factory=BowOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
+    # Play mode extracts ORB in a process of its own (``slam.extractor_process``): same features, no GIL
+    # shared with the mapping thread. Off: in this process, as Step mode always does.
+    play_extraction_process: bool = True
 
 
 @dataclass
@@ -107,6 +113,7 @@ class System:
         self.camera = camera
         self.options = options or SlamOptions()
         self._extractor = OrbExtractor(self.options.orb)
+        self._play_extractor = None  # slam.extractor_process.ProcessExtractor, started by the first Play
         self.map_lock = MapLock()
         self._mapper: BackgroundMapper | None = None
         # ORB-SLAM's InterruptBA: set by tracking when it wants a keyframe while mapping is busy; local BA
@@ -153,6 +160,7 @@ class System:
         """Play mode (True): local mapping on its own thread. Step mode (False): queued keyframes are finished
         first, then every step maps synchronously again."""
         if enabled and self._mapper is None:
+            self.prepare_play()
             self._mapper = BackgroundMapper(self._map_keyframe_in_background)
         elif not enabled and self._mapper is not None:
             mapper, self._mapper = self._mapper, None
@@ -169,8 +177,40 @@ class System:
             self._mapper.wait_idle()
 
     def close(self) -> None:
-        """End the local-mapping thread, if any (the map stays readable)."""
+        """End the local-mapping thread and the extraction process, if any (the map stays readable)."""
         self.set_background_mapping(False)
+        self._stop_play_extractor()
+
+    def prepare_play(self, wait: bool = False) -> None:
+        """Start Play's extraction process now (Play starts it otherwise); ``wait``: until it is ready."""
+        if self._play_extractor is None and self.options.play_extraction_process:
+            from slam.extractor_process import ProcessExtractor
+            try:
+                self._play_extractor = ProcessExtractor(self.options.orb)
+            except (OSError, RuntimeError) as exc:  # Play still works, extracting in this process
+                log.warning("SLAM: ORB extraction stays in this process (%s)", exc)
+                return
+        if wait and self._play_extractor is not None:
+            try:
+                self._play_extractor.wait_ready()
+            except (EOFError, OSError) as exc:
+                log.warning("SLAM: ORB extraction stays in this process (%s)", exc)
+                self._stop_play_extractor()
+
+    def _stop_play_extractor(self) -> None:
+        extractor, self._play_extractor = self._play_extractor, None
+        if extractor is not None:
+            extractor.close()
+
+    def _extract(self, img):
+        """Features of a frame: in the extraction process during Play, else here (same features either way)."""
+        if self._mapper is not None and self._play_extractor is not None:
+            try:
+                return self._play_extractor.extract(img, self.camera)
+            except (EOFError, OSError) as exc:  # the process died: carry on here, nothing is lost
+                log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
+                self._stop_play_extractor()
+        return self._extractor.extract(img, self.camera)
 
     @property
     def loop_closures(self) -> int:
@@ -185,7 +225,7 @@ class System:
         timings: dict = {}
         try:
             img = self._check_image(image)
-            features = self._extractor.extract(img, self.camera)
+            features = self._extract(img)
         except (ParallaxError, ValueError, TypeError, cv2.error) as exc:
             return self._failed(index, timestamp, f"unusable frame: {exc}", timings, t_start, ref)
         frame = Frame.build(index, timestamp, features, img)

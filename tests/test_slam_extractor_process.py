@@ -1,0 +1,77 @@
+"""Play mode's ORB extraction process (``slam.extractor_process``): same features, failures never lose a frame."""
+from __future__ import annotations
+
+import logging
+import os
+import signal
+
+import numpy as np
+import pytest
+
+from assets import demo_camera
+from scene.errors import ParallaxError
+from slam.extractor_process import ProcessExtractor
+from slam.features import OrbExtractor
+from slam.system import SlamOptions, System
+from tests.test_slam_core import rendered
+
+FIELDS = ("keypoints_xy", "normalized_xy", "octaves", "scales", "angles", "responses", "descriptors")
+
+
+@pytest.fixture(scope="module")
+def extractor():
+    process = ProcessExtractor()
+    yield process
+    process.close()
+
+
+def test_features_from_the_process_are_bit_identical(extractor):
+    _, _, frames = rendered("orbit")
+    camera = demo_camera()
+    local = OrbExtractor()
+    for image in [frames[0], frames[1], frames[2], frames[40][:, :, 0].copy()]:  # BGR frames and a gray one
+        a, b = extractor.extract(image, camera), local.extract(image, camera)
+        assert len(a) == len(b) > 900
+        for name in FIELDS:
+            assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+        assert np.array_equal(a.plan.level_sizes, b.plan.level_sizes)
+    assert extractor.pid != os.getpid()
+
+
+def test_bad_frames_raise_the_same_errors_as_in_process(extractor):
+    camera = demo_camera()
+    with pytest.raises(ParallaxError, match="frame is 320x240 but camera"):
+        extractor.extract(np.zeros((240, 320, 3), np.uint8), camera)
+    with pytest.raises(ValueError, match="must be uint8"):
+        extractor.extract(np.zeros((camera.height, camera.width), np.float32), camera)
+    assert len(extractor.extract(np.zeros((camera.height, camera.width), np.uint8), camera)) == 0  # still serving
+
+
+def test_play_extracts_in_the_process_and_a_dead_process_loses_no_frame(caplog):
+    timestamps, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    process = system._play_extractor
+    assert process is not None
+    results = [system.step(img, ts) for img, ts in zip(frames[:30], timestamps[:30])]
+    os.kill(process.pid, signal.SIGKILL)
+    with caplog.at_level(logging.WARNING, logger="slam.system"):
+        results += [system.step(img, ts) for img, ts in zip(frames[30:60], timestamps[30:60])]
+    assert any("extraction process ended" in r.getMessage() for r in caplog.records)
+    assert system._play_extractor is None  # carried on in this process
+    assert [r.frame_index for r in results[system.initialized_at_frame:] if r.cam_from_world is None] == []
+    system.close()
+
+
+def test_close_ends_the_process_and_step_mode_or_the_option_off_starts_none():
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    process = system._play_extractor._process
+    system.set_background_mapping(False)  # Step mode: the process stays for the next Play
+    assert process.is_alive()
+    system.close()
+    assert not process.is_alive() and system._play_extractor is None
+    off = System(demo_camera(), SlamOptions(play_extraction_process=False))
+    off.set_background_mapping(True)
+    assert off._play_extractor is None
+    off.close()
