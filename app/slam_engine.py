@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import threading
 import time
 import traceback
 from collections import deque
@@ -107,8 +108,11 @@ class _PipeLogHandler(logging.Handler):
 def run_engine(commands, events, source_path, camera, ground_truth, options, realtime: bool,
                min_interval_s: float, log_level: int) -> None:
     """The engine process's entry point: serve ``commands`` until "quit" (or the GUI process goes away)."""
+    sending = threading.Lock()  # the mapping thread logs too: one message at a time on the pipe
+
     def send(kind, payload=None, *extra):
-        events.send((kind, payload) + extra)
+        with sending:
+            events.send((kind, payload) + extra)
 
     _lower_priority()
 
