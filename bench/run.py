@@ -213,11 +213,19 @@ def machine() -> str:
     return f"{platform.system()} {platform.machine()}, {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}"
 
 
+def _commit() -> str:
+    return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                          text=True).stdout.strip() or "?"
+
+
+def _now() -> str:
+    return time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())
+
+
 def write_report(path: Path, sections: dict[str, list[dict]], notes: list[str], runs: int,
                  extra: list[str] | None = None) -> None:
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
     lines = ["# Benchmarks", "",
-             f"Written by `make bench` ({time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}, commit {commit or '?'}) on "
+             f"Written by `make bench` ({_now()}, commit {_commit()}) on "
              f"{machine()}. Each time is the median of {runs} runs; a ratio compares Parallax with the reference tool "
              "timed in the same run (below 1.0: Parallax is faster).", ""]
     for title, rows in sections.items():
@@ -269,6 +277,9 @@ def replace_section(path: Path, title: str, section: list[str]) -> None:
     """Put ``section`` (starting with ``title``) into an existing report in place of the old one, keeping the
     rest; appended before the agreement notes when the report has no such section yet."""
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else ["# Benchmarks", ""]
+    # A section rerun alone says when and at which commit: the report's first line dates the last full run.
+    stamp = f"This section: `make bench` run finished {_now()} at commit {_commit()}."
+    section = [section[0], "", stamp] + section[1:]
     if title in lines:
         start = lines.index(title)
         end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("## ")), len(lines))

@@ -90,6 +90,9 @@ def test_only_slam_replaces_just_its_section(tmp_path):
     replace_section(report, SLAM_TITLE, [SLAM_TITLE, "", "new", ""])
     text = report.read_text()
     assert "old" not in text and "new" in text and "## Demo scene\n\nrow" in text and "- note" in text
+    # The section says when and at which commit it was measured (the report's header dates the last full run).
+    stamp = text.split(SLAM_TITLE + "\n\n", 1)[1].splitlines()[0]
+    assert stamp.startswith("This section: `make bench` run finished 20") and " at commit " in stamp
     fresh = tmp_path / "fresh.md"
     fresh.write_text("# Benchmarks\n\n## Agreement with the reference tools\n\n- note\n")
     replace_section(fresh, SLAM_TITLE, [SLAM_TITLE, "", "new", ""])
