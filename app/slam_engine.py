@@ -1,15 +1,16 @@
 """The SLAM tab's engine: it owns the ``slam.System`` and the FrameSource and runs ``step()``.
 
-It runs in a process of its own (``run_engine``, started by ``app/slam_worker.SlamWorker``), so the SLAM
-threads never hold the GUI process's GIL: the window stays responsive however busy tracking and local
-mapping are. No Qt here. Commands (play, pause, step, seek, reset, finish, realtime, quit) arrive on one
-pipe; events go back on another:
+It runs in a process of its own (``python -m app.slam_engine``, started by ``app/slam_worker.SlamWorker``),
+so the SLAM threads never hold the GUI process's GIL: the window stays responsive however busy tracking and
+local mapping are. No Qt here. The first message is "start" (source, camera, ground truth, settings); then
+commands (play, pause, step, seek, reset, finish, realtime, quit) arrive, and events go back, all as
+pickle-free ``scene.messages``:
 
-- ``("snapshot", SlamSnapshot)``: immutable, self-contained copies of what the tab draws, at most every
-  ``min_interval_s`` during Play (a step, pause, seek target or end of the run always sends one);
-- ``("results", SlamResult, warning)``: the run's result for the scene (the GUI process owns the scene);
-- ``("log", LogRecord)``: this process's log records, re-logged in the GUI process;
-- ``("failed", message)`` and finally ``("exited", None)``.
+- "snapshot": a ``SlamSnapshot``'s fields, immutable, self-contained copies of what the tab draws, at most
+  every ``min_interval_s`` during Play (a step, pause, seek target or end of the run always sends one);
+- "results": the run's ``SlamResult`` fields and the focal check's warning (the GUI process owns the scene);
+- "log": this process's log records, re-logged in the GUI process;
+- "failed" (a message for the user) and finally "exited".
 
 Play and forward seeks run local mapping on its own thread (``System.set_background_mapping``); Step,
 Pause and the end of the run switch back to synchronous mapping, which first finishes the queued keyframes.
@@ -22,18 +23,19 @@ result is sent for the scene.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
+import sys
 import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Optional
 
 import numpy as np
 
 from app.slam_run import intrinsics_warning
+from scene.messages import camera_from_fields, child_channel, trajectory_from_fields
 
 log = logging.getLogger(__name__)
 
@@ -87,8 +89,16 @@ def _empty(n: int, tail=()) -> np.ndarray:
     return np.zeros((n,) + tail)
 
 
+def snapshot_fields(snap: SlamSnapshot) -> dict:
+    return {f.name: getattr(snap, f.name) for f in fields(snap)}
+
+
+def snapshot_from_fields(f: dict) -> SlamSnapshot:
+    return SlamSnapshot(**{**f, "image_size": tuple(f["image_size"])})
+
+
 class _PipeLogHandler(logging.Handler):
-    """Sends this process's log records to the GUI process (message formatted here: args may not pickle)."""
+    """Sends this process's log records to the GUI process (the message formatted here)."""
 
     def __init__(self, send):
         super().__init__()
@@ -96,38 +106,36 @@ class _PipeLogHandler(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
-            record.msg, record.args = record.getMessage(), None
-            if record.exc_info:
-                record.exc_text = logging.Formatter().formatException(record.exc_info)
-                record.exc_info = None
-            self._send("log", record)
+            exc_text = logging.Formatter().formatException(record.exc_info) if record.exc_info else None
+            self._send("log", name=record.name, levelno=record.levelno, message=record.getMessage(),
+                       exc_text=exc_text)
         except Exception:  # noqa: BLE001 - logging must never take the engine down
             self.handleError(record)
 
 
-def run_engine(commands, events, source_path, camera, ground_truth, options, realtime: bool,
-               min_interval_s: float, log_level: int) -> None:
-    """The engine process's entry point: serve ``commands`` until "quit" (or the GUI process goes away)."""
+def main(argv: list[str]) -> None:
+    """The engine process (``python -m app.slam_engine READ_FD WRITE_FD``): serve commands until "quit" or
+    until the GUI process goes away."""
+    channel = child_channel(argv)
     sending = threading.Lock()  # the mapping thread logs too: one message at a time on the pipe
 
-    def send(kind, payload=None, *extra):
+    def send(kind, **message):
         with sending:
-            events.send((kind, payload) + extra)
+            channel.send(kind, **message)
 
     _lower_priority()
-
-    # Started as a daemon (it must not outlive the GUI), it may still start Play's extraction process: that
-    # one is a daemon of ours and also ends on its own once our end of its pipe closes.
-    multiprocessing.current_process().daemon = False
+    _, start = channel.recv()
     root = logging.getLogger()
     root.handlers[:] = [_PipeLogHandler(send)]
-    root.setLevel(log_level)
-    engine = SlamEngine(source_path, camera, ground_truth, options, send, realtime, min_interval_s)
+    root.setLevel(start["log_level"])
+    engine = SlamEngine(start["source_path"], camera_from_fields(start["camera"]),
+                        trajectory_from_fields(start["ground_truth"]), send, start["realtime"],
+                        start["min_interval_s"])
     try:
-        engine.serve(commands)
+        engine.serve(channel)
     finally:
         send("exited")
-        events.close()
+        channel.close()
 
 
 def _lower_priority() -> None:
@@ -142,12 +150,11 @@ def _lower_priority() -> None:
 class SlamEngine:
     """Runs a SLAM system over a frame source; ``serve`` reads commands from a pipe until "quit"."""
 
-    def __init__(self, source_path, camera, ground_truth, options, send, realtime: bool = False,
+    def __init__(self, source_path, camera, ground_truth, send, realtime: bool = False,
                  min_interval_s: float = MIN_SNAPSHOT_INTERVAL_S):
         self.source_path = source_path
         self.camera = camera
         self.ground_truth = ground_truth if ground_truth is not None and len(ground_truth) else None
-        self.options = options
         self.realtime = bool(realtime)
         self._send = send
         self._min_interval_s = min_interval_s
@@ -181,30 +188,30 @@ class SlamEngine:
                 busy = self._playing or self._target is not None
                 if commands.poll(0 if busy else None):
                     try:
-                        name, args = commands.recv()
+                        name, command = commands.recv()
                     except EOFError:  # the GUI process is gone
                         return
                     if name == "quit":
                         return
-                    self._handle(name, *args)
+                    self._handle(name, *command.get("args", ()))
                 elif busy:
                     self._advance()
         except Exception as exc:  # noqa: BLE001 - reported to the user, never lost
             log.error("SLAM worker failed:\n%s", traceback.format_exc().rstrip())
-            self._send("failed", f"{type(exc).__name__}: {exc}")
+            self._send("failed", message=f"{type(exc).__name__}: {exc}")
         finally:
             if self.system is not None:
                 try:
                     self.system.close()
                 except Exception as exc:  # noqa: BLE001 - a mapping failure after the loop ended: reported
                     log.error("SLAM mapping thread failed: %s", exc)
-                    self._send("failed", f"{type(exc).__name__}: {exc}")
+                    self._send("failed", message=f"{type(exc).__name__}: {exc}")
             if self.source is not None:
                 self.source.close()
 
     def _publish(self, snap: SlamSnapshot) -> None:
         self._last_sent = time.monotonic()
-        self._send("snapshot", snap)
+        self._send("snapshot", **snapshot_fields(snap))
 
     def _warm_up(self) -> None:
         """Load every SLAM kernel before the first Play (``slam.warm_up``): numba's first call of a kernel in a
@@ -212,14 +219,14 @@ class SlamEngine:
         from slam.warm_up import warm_up
 
         frames = [self.source.read(i).image for i in range(min(len(self.source), WARM_UP_FRAMES))]
-        warm_up(self.camera, frames, self.options)
+        warm_up(self.camera, frames)
 
     def _new_system(self) -> None:
         from slam.system import System
 
         if self.system is not None:
             self.system.close()
-        self.system = System(self.camera, self.options)
+        self.system = System(self.camera)
         self.system.prepare_play()  # Play's extraction process starts while the user looks at the tab
         self._next_index = 0
         self._finished = False
@@ -327,7 +334,7 @@ class SlamEngine:
             return
         result = self.system.result()
         warning = intrinsics_warning(self.system.check_intrinsics(), self.system.camera, None)
-        self._send("results", result, warning)
+        self._send("results", result=result.to_fields(), warning=warning)
 
     # --- snapshot building ----------------------------------------------------------------------
     def _fps(self) -> float:
@@ -438,3 +445,10 @@ def _matrix_to_quat_wxyz(r: np.ndarray) -> np.ndarray:
     from scene.rigid import Rigid3d
 
     return Rigid3d.from_rotation(r, np.zeros(3)).quat_wxyz
+
+
+if __name__ == "__main__":
+    # Run main from the module under its own name (loggers and classes named app.slam_engine, not __main__).
+    from app.slam_engine import main as _main
+
+    _main(sys.argv[1:])

@@ -1,8 +1,10 @@
 """The SLAM tab's worker: a QThread that runs ``app/slam_engine`` in a process of its own and relays it.
 
+Messages both ways are ``scene.messages`` (no pickle).
+
 The SLAM threads (tracking and local mapping) run Python and numba code that holds the GIL for long
 stretches; in the GUI's process they stalled the event loop by up to ~90 ms. In their own process they
-cannot, and the GUI thread only unpickles the snapshots this thread hands it.
+cannot, and the GUI thread only draws the snapshots this thread decodes for it.
 
 The GUI thread queues commands (play, pause, step, seek, reset, finish, quit) on a pipe and receives
 ``SlamSnapshot`` objects. Only the latest snapshot matters, so this thread keeps one slot and pokes the GUI
@@ -13,13 +15,15 @@ removes the images and points the previous export added.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import subprocess
 import threading
+from pathlib import Path
 from typing import Optional
 
 from PyQt6 import QtCore
 
-from app.slam_engine import MIN_SNAPSHOT_INTERVAL_S, SlamSnapshot, run_engine
+from app.slam_engine import MIN_SNAPSHOT_INTERVAL_S, SlamSnapshot, snapshot_from_fields
+from scene.messages import camera_fields, start_child, trajectory_fields
 
 log = logging.getLogger(__name__)
 
@@ -36,19 +40,17 @@ class SlamWorker(QtCore.QThread):
     failed = QtCore.pyqtSignal(str)  # message for the user
     _poke = QtCore.pyqtSignal()
 
-    def __init__(self, source_path, camera, scene, ground_truth=None, options=None,
+    def __init__(self, source_path, camera, scene, ground_truth=None,
                  parent: Optional[QtCore.QObject] = None, min_interval_s: float = MIN_SNAPSHOT_INTERVAL_S):
         super().__init__(parent)
         self.source_path = source_path
         self.camera = camera
         self.scene = scene
         self.ground_truth = ground_truth if ground_truth is not None and len(ground_truth) else None
-        self.options = options
         self.realtime = False
         self._min_interval_s = min_interval_s
-        # spawn, not fork: this process runs Qt and other threads, which a forked child would inherit broken.
-        self._context = multiprocessing.get_context("spawn")
-        self._engine_commands, self._commands = self._context.Pipe(duplex=False)
+        self._channel = None  # to the engine, once run() has started it
+        self._early_commands: list = []  # commands given before that
         self._lock = threading.Lock()
         self._quit = False
         self._latest: Optional[SlamSnapshot] = None
@@ -62,9 +64,12 @@ class SlamWorker(QtCore.QThread):
         with self._lock:
             if self._quit:
                 return
+            if self._channel is None:
+                self._early_commands.append((name, args))
+                return
             try:
-                self._commands.send((name, args))
-            except (BrokenPipeError, OSError):  # the engine has ended; its failure was reported
+                self._channel.send(name, args=list(args))
+            except OSError:  # the engine has ended; its failure was reported
                 log.debug("SLAM engine gone; %s ignored", name)
 
     def play(self) -> None:
@@ -121,56 +126,59 @@ class SlamWorker(QtCore.QThread):
 
     # --- the relay (worker thread) ----------------------------------------------------------
     def run(self) -> None:
-        events, engine_events = self._context.Pipe(duplex=False)
-        process = self._context.Process(
-            target=run_engine, name="parallax-slam", daemon=True,
-            args=(self._engine_commands, engine_events, self.source_path, self.camera, self.ground_truth,
-                  self.options, self.realtime, self._min_interval_s, logging.getLogger().getEffectiveLevel()))
-        self._process = process
         try:
-            process.start()
-        except Exception as exc:  # noqa: BLE001 - reported to the user, never lost
+            process, channel = start_child("app.slam_engine")
+        except OSError as exc:  # reported to the user, never lost
             log.error("SLAM engine did not start: %s", exc)
-            self.failed.emit(f"the SLAM engine did not start: {type(exc).__name__}: {exc}")
+            self.failed.emit(f"the SLAM engine did not start: {exc}")
             return
-        engine_events.close()  # the engine holds its own copies of both ends it uses
-        self._engine_commands.close()
+        self._process = process
         exited = False
         try:
+            channel.send("start", source_path=str(Path(self.source_path)), camera=camera_fields(self.camera),
+                         ground_truth=trajectory_fields(self.ground_truth), realtime=self.realtime,
+                         min_interval_s=self._min_interval_s, log_level=logging.getLogger().getEffectiveLevel())
+            with self._lock:
+                self._channel = channel
+                early, self._early_commands = self._early_commands, []
+                for name, args in early:  # "quit" among them when the worker was quit before it ran
+                    channel.send(name, args=list(args))
             while not exited:
-                if self._quitting() and not events.poll(QUIT_TIMEOUT_S):
+                if self._quitting() and not channel.poll(QUIT_TIMEOUT_S):
                     log.error("SLAM engine did not stop within %.0f s; terminated", QUIT_TIMEOUT_S)
                     break
                 try:
-                    kind, payload, *extra = events.recv()
-                except EOFError:
+                    kind, message = channel.recv()
+                except (EOFError, OSError):
                     if not self._quitting():
-                        process.join(5.0)
-                        self.failed.emit(f"the SLAM engine stopped unexpectedly (exit code {process.exitcode})")
+                        self.failed.emit(f"the SLAM engine stopped unexpectedly (exit code {_exit_code(process)})")
                     break
-                exited = self._handle_event(kind, payload, *extra)
+                exited = self._handle_event(kind, message)
         finally:
-            process.join(5.0 if exited else 0.1)
-            if process.is_alive():
-                process.terminate()
-                process.join(5.0)
-            events.close()
-            self._commands.close()
+            _end(process, 5.0 if exited else 0.1)
+            with self._lock:
+                self._channel = None
+            channel.close()
 
     def _quitting(self) -> bool:
         with self._lock:
             return self._quit
 
-    def _handle_event(self, kind: str, payload, *extra) -> bool:
+    def _handle_event(self, kind: str, message: dict) -> bool:
         """Act on one engine event; True once the engine has exited."""
         if kind == "snapshot":
-            self._publish(payload)
+            self._publish(snapshot_from_fields(message))
         elif kind == "results":
-            self._write_results(payload, extra[0] if extra else None)
+            from slam.export import SlamResult
+
+            self._write_results(SlamResult.from_fields(message["result"]), message["warning"])
         elif kind == "log":
-            logging.getLogger(payload.name).handle(payload)
+            record = logging.makeLogRecord({"name": message["name"], "levelno": message["levelno"],
+                                            "levelname": logging.getLevelName(message["levelno"]),
+                                            "msg": message["message"], "exc_text": message["exc_text"]})
+            logging.getLogger(record.name).handle(record)
         elif kind == "failed":
-            self.failed.emit(payload)
+            self.failed.emit(message["message"])
         elif kind == "exited":
             return True
         return False
@@ -197,3 +205,18 @@ class SlamWorker(QtCore.QThread):
         self.scene.remove_images(previous["image_ids"])
         if self.scene.points is previous["points_after"]:  # nobody replaced them since
             self.scene.set_points(previous["points_before"])
+
+
+def _exit_code(process: subprocess.Popen):
+    try:
+        return process.wait(5.0)
+    except subprocess.TimeoutExpired:
+        return None
+
+
+def _end(process: subprocess.Popen, timeout_s: float) -> None:
+    try:
+        process.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5.0)

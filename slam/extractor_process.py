@@ -12,38 +12,62 @@ Step mode keeps extracting in-process, with no pipe in the way.
 from __future__ import annotations
 
 import logging
-import multiprocessing
+import subprocess
+import sys
+import weakref
+from dataclasses import asdict, fields
 
+import cv2
 import numpy as np
 
 from scene.camera import Camera
-from slam.features import Features, OrbExtractor, OrbOptions, _as_gray
+from scene.errors import ParallaxError
+from scene.messages import camera_fields, camera_from_fields, child_channel, start_child
+from slam.features import Features, OrbExtractor, OrbOptions, PyramidPlan, _as_gray
 
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 120.0  # a cold numba cache compiles the extractor's kernels in the new process
+# Errors the extractor raises for a bad frame, re-raised in the caller as the same type.
+_ERRORS = {"ParallaxError": ParallaxError, "ValueError": ValueError, "TypeError": TypeError, "error": cv2.error}
 
 
-def _serve(conn, options: OrbOptions) -> None:
-    extractor = OrbExtractor(options)
+def _features_fields(features: Features) -> dict:
+    out = {f.name: getattr(features, f.name) for f in fields(features) if f.name != "plan"}
+    out["plan"] = {f.name: getattr(features.plan, f.name) for f in fields(features.plan)}
+    return out
+
+
+def _features_from_fields(f: dict) -> Features:
+    plan = dict(f["plan"])
+    plan["image_size"] = tuple(plan["image_size"])
+    return Features(**{**f, "plan": PyramidPlan(**plan)})
+
+
+def _options_from_fields(f: dict) -> OrbOptions:
+    return OrbOptions(**{**f, "reference_size": tuple(f["reference_size"])})
+
+
+def main(argv: list[str]) -> None:
+    """The extraction process (``python -m slam.extractor_process READ_FD WRITE_FD``)."""
+    channel = child_channel(argv)
+    kind, first = channel.recv()
+    extractor = OrbExtractor(_options_from_fields(first["options"]))
     _load_kernels(extractor)
-    conn.send(("ready", None))
+    channel.send("ready")
     while True:
         try:
-            request = conn.recv()
+            kind, request = channel.recv()
         except EOFError:  # the owner is gone
             return
-        if request is None:
+        if kind == "quit":
             return
-        gray, camera = request
         try:
-            reply = ("ok", extractor.extract(gray, camera))
+            features = extractor.extract(request["image"], camera_from_fields(request["camera"]))
         except Exception as exc:  # noqa: BLE001 - raised again in the caller, as its own extractor would
-            reply = ("error", exc)
-        try:
-            conn.send(reply)
-        except Exception as exc:  # noqa: BLE001 - an exception that does not pickle: its message does
-            conn.send(("error", RuntimeError(f"{type(reply[1]).__name__}: {reply[1]}; ({exc})")))
+            channel.send("error", type=type(exc).__name__, message=str(exc))
+            continue
+        channel.send("features", **_features_fields(features))
 
 
 def _load_kernels(extractor: OrbExtractor) -> None:
@@ -63,20 +87,18 @@ class ProcessExtractor:
     """
 
     def __init__(self, options: OrbOptions | None = None):
-        context = multiprocessing.get_context("spawn")  # the caller may run threads (and Qt): no fork
-        self._conn, child = context.Pipe()
-        self._process = context.Process(target=_serve, args=(child, options or OrbOptions()), daemon=True,
-                                        name="parallax-orb")
-        self._process.start()
-        child.close()
+        self._process, self._channel = start_child("slam.extractor_process")
+        # A System dropped without close(): closing our ends lets the process read EOF and end.
+        weakref.finalize(self, self._channel.close)
+        self._channel.send("start", options=asdict(options or OrbOptions()))
         self._ready = False
 
     def wait_ready(self) -> None:
         if self._ready:
             return
-        if not self._conn.poll(START_TIMEOUT_S):
+        if not self._channel.poll(START_TIMEOUT_S):
             raise OSError(f"the ORB extraction process did not start within {START_TIMEOUT_S:.0f} s")
-        self._conn.recv()  # "ready", or EOFError when the process could not start
+        self._channel.recv()  # "ready", or EOFError when the process could not start
         self._ready = True
 
     @property
@@ -86,19 +108,27 @@ class ProcessExtractor:
     def extract(self, image, camera: Camera) -> Features:
         self.wait_ready()
         # Gray here: a third of the bytes through the pipe, and the same conversion the extractor makes.
-        self._conn.send((_as_gray(image), camera))
-        kind, payload = self._conn.recv()
+        self._channel.send("extract", image=_as_gray(image), camera=camera_fields(camera))
+        kind, reply = self._channel.recv()
         if kind == "error":
-            raise payload
-        return payload
+            raise _ERRORS.get(reply["type"], RuntimeError)(reply["message"])
+        return _features_from_fields(reply)
 
     def close(self) -> None:
         try:
-            self._conn.send(None)
-        except (BrokenPipeError, OSError):
+            self._channel.send("quit")
+        except OSError:  # already gone
             pass
-        self._process.join(5.0)
-        if self._process.is_alive():
-            self._process.terminate()
-            self._process.join(5.0)
-        self._conn.close()
+        try:
+            self._process.wait(5.0)
+        except subprocess.TimeoutExpired:
+            self._process.kill()
+            self._process.wait(5.0)
+        self._channel.close()
+
+
+if __name__ == "__main__":
+    # Run main from the module under its own name (loggers and classes named slam.extractor_process, not __main__).
+    from slam.extractor_process import main as _main
+
+    _main(sys.argv[1:])

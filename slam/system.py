@@ -551,7 +551,7 @@ class System:
         return out
 
     def result(self):
-        """``slam.export.SlamResult`` (plain data, picklable) once the queued keyframes are mapped."""
+        """``slam.export.SlamResult`` (copied arrays, sendable as a message) once the queued keyframes are mapped."""
         from slam.export import result_of
         self.wait_for_mapping()
         return result_of(self)

@@ -273,16 +273,17 @@ def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
 
 
 def test_result_crosses_a_process_boundary_and_writes_the_same_scene():
-    """The SLAM tab runs SLAM in another process and sends ``System.result()`` pickled: writing the unpickled
-    result must give exactly what ``to_scene`` writes from the live system."""
-    import pickle
-
-    from slam.export import write_result
+    """The SLAM tab runs SLAM in another process and sends ``System.result()`` as a message: writing the
+    decoded result must give exactly what ``to_scene`` writes from the live system."""
+    from scene.messages import decode, encode
+    from slam.export import SlamResult, write_result
 
     system, _ = slam_run("forward_walk")
     direct, relayed = Scene(), Scene()
     info = system.to_scene(direct)
-    assert write_result(pickle.loads(pickle.dumps(system.result())), relayed) == info
+    kind, fields = decode(encode("results", system.result().to_fields()))
+    assert kind == "results"
+    assert write_result(SlamResult.from_fields(fields), relayed) == info
     assert direct.images.keys() == relayed.images.keys() and len(direct.images) == info["images"] > 0
     for image_id, a in direct.images.items():
         b = relayed.images[image_id]

@@ -68,10 +68,21 @@ def test_close_ends_the_process_and_step_mode_or_the_option_off_starts_none():
     system.set_background_mapping(True)
     process = system._play_extractor._process
     system.set_background_mapping(False)  # Step mode: the process stays for the next Play
-    assert process.is_alive()
+    assert process.poll() is None  # still running
     system.close()
-    assert not process.is_alive() and system._play_extractor is None
+    assert process.poll() is not None and system._play_extractor is None
     off = System(demo_camera(), SlamOptions(play_extraction_process=False))
     off.set_background_mapping(True)
     assert off._play_extractor is None
     off.close()
+
+
+def test_a_dropped_extractor_lets_its_process_end():
+    import gc
+
+    process = ProcessExtractor()
+    process.wait_ready()
+    child = process._process
+    del process
+    gc.collect()
+    assert child.wait(30.0) == 0  # it read EOF and returned
