@@ -84,10 +84,6 @@ def result_of(system) -> SlamResult:
         np.array([_pose_row(p) for _, p in poses]).reshape(-1, 7))
 
 
-def to_scene(system, scene) -> dict:
-    return write_result(result_of(system), scene)
-
-
 def write_result(result: SlamResult, scene) -> dict:
     r = result
     camera = r.camera

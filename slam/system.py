@@ -187,7 +187,7 @@ class System:
             from slam.extractor_process import ProcessExtractor
             try:
                 self._play_extractor = ProcessExtractor(self.options.orb)
-            except (OSError, RuntimeError) as exc:  # Play still works, extracting in this process
+            except OSError as exc:  # Play still works, extracting in this process
                 log.warning("SLAM: ORB extraction stays in this process (%s)", exc)
                 return
         if wait and self._play_extractor is not None:
