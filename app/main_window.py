@@ -80,6 +80,7 @@ class MainWindow(QtWidgets.QMainWindow):
         self.tree_dock = self._dock("Scene", "sceneDock", self.tree, QtCore.Qt.DockWidgetArea.LeftDockWidgetArea)
         self.frames_dock = self._dock("Frames", "framesDock", self.frames,
                                       QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+        self.frames_dock.visibilityChanged.connect(lambda visible: visible and self.frames.draw_if_pending())
         self.log_dock = self._dock("Log", "logDock", self.log_view, QtCore.Qt.DockWidgetArea.BottomDockWidgetArea)
         self.resizeDocks([self.tree_dock, self.frames_dock], [340, 440], QtCore.Qt.Orientation.Horizontal)
         self.resizeDocks([self.log_dock], [170], QtCore.Qt.Orientation.Vertical)

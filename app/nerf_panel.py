@@ -19,7 +19,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from . import view_geometry as vg
-from .image_plot import image_plot
+from .image_plot import image_plot, show_pixels
 from .live_overlay import overlay_gl_options
 from .snapshot_signature import drawable_signature
 from .nerf_worker import (OutputProcess, TrainingWorker, TrainJob, TrainSnapshot, camera_fields, camera_sets,
@@ -946,7 +946,7 @@ class NerfPanel(QtWidgets.QWidget):
             return
         rgb = np.ascontiguousarray(bgr[:, :, ::-1])
         h, w = rgb.shape[:2]
-        self.preview_item.setImage(rgb, autoLevels=False, levels=(0, 255))
+        show_pixels(self.preview_item, rgb)
         self.preview_item.setRect(QtCore.QRectF(0, 0, w, h))
         self.preview_text.setVisible(False)
         self.preview_view.getPlotItem().vb.setRange(xRange=(0, w), yRange=(0, h), padding=0)

@@ -21,6 +21,7 @@ from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
 from .frame_browser import KP_TRIANGULATED, KP_UNMATCHED, FrameLoader
+from .image_plot import show_pixels
 from .live_overlay import LiveMapOverlay
 from .sfm_worker import PIPELINE_STAGES, PRESETS, SfmProgress, SfmRequest, SfmSummary, SfmWorker, supports
 
@@ -757,7 +758,7 @@ class SfmPanel(QtWidgets.QWidget):
             return
         h, w = rgb.shape[:2]
         stride = max(1, math.ceil(max(w, h) / DISPLAY_MAX_SIDE))
-        self.image_item.setImage(rgb[::stride, ::stride], autoLevels=False, levels=(0, 255))
+        show_pixels(self.image_item, rgb[::stride, ::stride])
         self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
         self.image_box.setRange(xRange=(0, w), yRange=(0, h), padding=0)
         seen = image.point3d_ids >= 0 if len(image.point3d_ids) == len(image.keypoints) else np.zeros(0, bool)

@@ -19,7 +19,8 @@ import pyqtgraph as pg
 from PyQt6 import QtCore, QtGui, QtWidgets
 
 from . import style
-from .image_plot import image_plot
+from . import view_geometry as vg
+from .image_plot import image_plot, show_pixels
 from .live_overlay import LiveMapOverlay
 from .slam_worker import SlamSnapshot, SlamWorker
 
@@ -35,6 +36,15 @@ GROUND_TRUTH = "ground_truth"
 
 
 PLOT_UPDATE_INTERVAL_S = 0.5
+
+
+def fixed_width(label: QtWidgets.QLabel, widest: str) -> None:
+    """Give a label whose text changes while a run plays a constant width: one that follows its text widens
+    the dock, which re-lays out the whole window and repaints the 3D view and both plots."""
+    font = QtGui.QFont(label.font())
+    font.setBold(True)  # the values are drawn bold by a style sheet, which font() does not know yet
+    label.setSizePolicy(QtWidgets.QSizePolicy.Policy.Ignored, QtWidgets.QSizePolicy.Policy.Preferred)
+    label.setMinimumWidth(QtGui.QFontMetrics(font).horizontalAdvance(widest) + 8)
 
 
 class SlamPanel(QtWidgets.QWidget):
@@ -104,7 +114,7 @@ class SlamPanel(QtWidgets.QWidget):
         self.slider.sliderReleased.connect(lambda: self.seek(self.slider.value()))
         self.slider.valueChanged.connect(self._slider_moved)
         self.frame_label = QtWidgets.QLabel("– / –", self)
-        self.frame_label.setMinimumWidth(90)
+        fixed_width(self.frame_label, "00000 / 00000")
         self.frame_label.setAlignment(QtCore.Qt.AlignmentFlag.AlignRight | QtCore.Qt.AlignmentFlag.AlignVCenter)
         seek.addWidget(self.slider, 1)
         seek.addWidget(self.frame_label)
@@ -141,6 +151,7 @@ class SlamPanel(QtWidgets.QWidget):
             value = QtWidgets.QLabel("–", self)
             value.setTextInteractionFlags(QtCore.Qt.TextInteractionFlag.TextSelectableByMouse)
             value.setStyleSheet("font-weight:600")
+            fixed_width(value, "RELOCALIZED · finished")
             self.values[key] = value
             grid.addWidget(name, i // 2, (i % 2) * 2)
             grid.addWidget(value, i // 2, (i % 2) * 2 + 1)
@@ -152,6 +163,9 @@ class SlamPanel(QtWidgets.QWidget):
         self.reason_label = QtWidgets.QLabel("", self)
         self.reason_label.setWordWrap(True)
         self.reason_label.setStyleSheet("color:#f0b429")
+        # Two lines always reserved: a reason coming and going must not re-lay the dock out (and repaint the
+        # 3D view) at every frame of an initialisation.
+        self.reason_label.setFixedHeight(2 * self.reason_label.fontMetrics().lineSpacing() + 4)
         layout.addWidget(self.reason_label)
 
         # Tracked points (left axis) and ATE (right axis) per frame.
@@ -170,9 +184,17 @@ class SlamPanel(QtWidgets.QWidget):
         p.getAxis("right").linkToView(self.ate_box)
         p.getAxis("right").setLabel("ATE", color="#40d660")
         self.ate_box.setXLink(p)
+        # Fixed ranges (_fit_plot_ranges): an auto-ranging box would move the shared x range at every update.
+        p.vb.disableAutoRange()
+        self.ate_box.disableAutoRange()
         self.ate_curve = pg.PlotCurveItem(pen=pg.mkPen("#40d660", width=1.5))
         self.ate_box.addItem(self.ate_curve)
         p.vb.sigResized.connect(lambda: self.ate_box.setGeometry(p.vb.sceneBoundingRect()))
+        # Redrawing an axis (tick layout and text) was most of the GUI thread's painting during Play. Ranges
+        # move in nice steps (_fit_plot_ranges) and each axis is painted from a cached pixmap meanwhile.
+        for name in ("left", "bottom", "right"):
+            p.getAxis(name).setCacheMode(QtWidgets.QGraphicsItem.CacheMode.DeviceCoordinateCache)
+        self._plot_ranges: Optional[tuple] = None
         self.plot.setMinimumHeight(150)
         layout.addWidget(self.plot, 2)
 
@@ -328,7 +350,7 @@ class SlamPanel(QtWidgets.QWidget):
         self.frame_label.setText(f"{snap.frame_index + 1} / {snap.total_frames}")
 
         if snap.image_rgb is not None:
-            self.image_item.setImage(snap.image_rgb, autoLevels=False, levels=(0, 255))
+            show_pixels(self.image_item, snap.image_rgb)
             w, h = snap.image_size
             self.image_item.setRect(QtCore.QRectF(0, 0, w, h))
             self.image_view.getPlotItem().vb.setRange(xRange=(0, w), yRange=(0, h), padding=0)
@@ -352,7 +374,7 @@ class SlamPanel(QtWidgets.QWidget):
                                                               or self.source()[2] is None else "–"))
         v["loops"].setText(f"{snap.loop_closures}")
         self.reason_label.setText(snap.reason)
-        self.reason_label.setVisible(bool(snap.reason))
+        self.reason_label.setToolTip(snap.reason)
 
         # Axis painting dominates the GUI thread's time (measured with py-spy): the plot follows the
         # run at a few Hz, and exactly whenever the run pauses or ends.
@@ -361,13 +383,27 @@ class SlamPanel(QtWidgets.QWidget):
             self._last_plot_update = now
             self.tracked_curve.setData(snap.history_frames, snap.history_tracked)
             self.ate_curve.setData(snap.ate_frames, snap.ate_rmse)
-            if len(snap.ate_rmse):
-                self.ate_box.setYRange(0, float(np.max(snap.ate_rmse)) * 1.1 + 1e-9, padding=0)
+            self._fit_plot_ranges(snap)
         if snap.finished:
             self.overlay.clear()
         else:
             self.overlay.update(snap)
         self.snapshot_applied.emit(snap)
+
+    def _fit_plot_ranges(self, snap: SlamSnapshot) -> None:
+        """x: the whole source; y: nice ceilings of tracked points and ATE. Set only when one changes."""
+        last = max(snap.total_frames - 1, snap.frame_index, 1)
+        x_max = float(last) if snap.total_frames > 0 else vg.nice_ceiling(last)
+        tracked_max = vg.nice_ceiling(float(np.max(snap.history_tracked)) if len(snap.history_tracked) else 0.0)
+        ate_max = vg.nice_ceiling(float(np.max(snap.ate_rmse)) * 1.05) if len(snap.ate_rmse) else 1.0
+        ranges = (x_max, tracked_max, ate_max)
+        if ranges == self._plot_ranges:
+            return
+        self._plot_ranges = ranges
+        plot = self.plot.getPlotItem()
+        plot.setXRange(0, x_max, padding=0)
+        plot.setYRange(0, tracked_max, padding=0)
+        self.ate_box.setYRange(0, ate_max, padding=0)
 
     def _on_results(self, summary: dict) -> None:
         self.overlay.clear()

@@ -186,9 +186,11 @@ class SlamWorker(QtCore.QThread):
     def _write_results(self, result, warning: Optional[str]) -> None:
         from slam.export import write_result
 
-        self._undo_previous_export()
-        points_before = self.scene.points
-        summary = write_result(result, self.scene)
+        # One batch of scene events: the GUI takes one snapshot of the landed run, not one of a half-written one.
+        with self.scene.events.batch():
+            self._undo_previous_export()
+            points_before = self.scene.points
+            summary = write_result(result, self.scene)
         self._export = {"image_ids": list(range(summary["first_image_id"], summary["first_image_id"]
                                                 + summary["images"])),
                         "points_before": points_before, "points_after": self.scene.points}

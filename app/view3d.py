@@ -494,9 +494,9 @@ class SceneView(QtWidgets.QWidget):
             return None
         parts = []
         if len(snap.points):
-            parts.append((self._to_view(snap.points.xyz), True))
+            parts.append((self._to_view(vg.trim_sample(snap.points.xyz)), True))
         for cloud in snap.clouds.values():
-            parts.append((self._to_view(cloud.xyz), True))
+            parts.append((self._to_view(vg.trim_sample(cloud.xyz)), True))
         centers = [im.cam_from_world.center() for im in snap.images.values() if im.cam_from_world is not None]
         if centers:
             parts.append((self._to_view(np.array(centers)), False))

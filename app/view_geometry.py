@@ -89,6 +89,11 @@ def rotation_between(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 TRIM_SAMPLE = 10000
 
 
+def trim_sample(xyz: np.ndarray) -> np.ndarray:
+    """At most about TRIM_SAMPLE rows of ``xyz``, evenly strided: enough for robust_bounds' percentiles."""
+    return xyz[::int(math.ceil(len(xyz) / TRIM_SAMPLE))] if len(xyz) > TRIM_SAMPLE else xyz
+
+
 def robust_bounds(parts: list[tuple[np.ndarray, bool]]) -> Optional[tuple[np.ndarray, np.ndarray]]:
     """(lo, hi) over point sets; sets flagged ``True`` are trimmed to their 1..99 percentiles.
 
@@ -102,8 +107,8 @@ def robust_bounds(parts: list[tuple[np.ndarray, bool]]) -> Optional[tuple[np.nda
         xyz = xyz[np.all(np.isfinite(xyz), axis=1)]
         if len(xyz) == 0:
             continue
-        if trim and len(xyz) > TRIM_SAMPLE:
-            xyz = xyz[::int(math.ceil(len(xyz) / TRIM_SAMPLE))]
+        if trim:
+            xyz = trim_sample(xyz)
         if trim and len(xyz) >= 50:
             lo, hi = np.percentile(xyz, [1.0, 99.0], axis=0)
         else:
@@ -113,6 +118,22 @@ def robust_bounds(parts: list[tuple[np.ndarray, bool]]) -> Optional[tuple[np.nda
     if not los:
         return None
     return np.min(los, axis=0), np.max(his, axis=0)
+
+
+NICE_MANTISSAS = (1.0, 1.5, 2.0, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0)
+
+
+def nice_ceiling(value: float) -> float:
+    """The smallest m x 10^k (m in NICE_MANTISSAS) at or above ``value``; 1.0 for non-positive or non-finite
+    values. A plot's range set to this changes in a few steps as its data grows, so its axes are not redrawn
+    at every update."""
+    if not math.isfinite(value) or value <= 0:
+        return 1.0
+    base = 10.0 ** math.floor(math.log10(value))
+    for m in NICE_MANTISSAS:
+        if value <= m * base * (1 + 1e-12):
+            return m * base
+    return 10.0 * base
 
 
 def nice_step(span: float, target_cells: int = 20) -> float:

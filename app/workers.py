@@ -170,7 +170,8 @@ class SceneWatcher(QtCore.QObject):
         self._last = 0.0
         self._timer = QtCore.QTimer(self)
         self._timer.setSingleShot(True)
-        self._timer.timeout.connect(self.refresh)
+        self._timer.timeout.connect(self._refresh_if_changed)
+        self._version: Optional[int] = None  # scene version of the last snapshot
         self._poke.connect(self._schedule, QtCore.Qt.ConnectionType.QueuedConnection)
         self._disconnect = scene.events.connect(self._on_event)
 
@@ -191,11 +192,20 @@ class SceneWatcher(QtCore.QObject):
         wait_s = self._min_interval_s - (time.monotonic() - self._last)
         self._timer.start(max(0, int(wait_s * 1000)))
 
+    def _refresh_if_changed(self) -> None:
+        # Events queued behind a snapshot that already holds their change (a batch delivers several at once)
+        # would publish the same state again: every view would redo its work for nothing.
+        with self._lock:
+            reset_pending = self.reset_pending
+        if reset_pending or self.scene.version != self._version:
+            self.refresh()
+
     def refresh(self) -> None:
         """Take a snapshot now and publish it."""
         self._timer.stop()
         self._last = time.monotonic()
         snapshot = self.scene.snapshot()
+        self._version = snapshot.version
         self.snapshot_ready.emit(snapshot)
         with self._lock:
             self.reset_pending = False

@@ -200,6 +200,25 @@ def test_scene_changes_on_worker_thread_reach_the_view(window, qtbot):
     assert window.tree.item_for("clouds/late").text(1).startswith("50 points")
 
 
+def test_events_behind_a_snapshot_that_holds_their_change_publish_nothing_more(window, qtbot):
+    window.load_scene(synthetic_scene())
+    qtbot.wait(150)  # past the watcher's throttle interval
+    snapshots = []
+    window.watcher.snapshot_ready.connect(snapshots.append)
+    with window.scene.events.batch():  # a landed SLAM run: several events delivered at once
+        for name in ("a", "b", "c"):
+            window.scene.set_cloud(name, PointCloud(np.zeros((4, 3)), np.zeros((4, 3), np.uint8)))
+    window.watcher.refresh()  # a snapshot taken before the queued events are handled already holds them
+    assert len(snapshots) == 1 and set(snapshots[0].clouds) >= {"a", "b", "c"}
+    qtbot.wait(300)
+    assert len(snapshots) == 1  # the same state is not published again
+    window.scene.set_cloud("d", PointCloud(np.zeros((4, 3)), np.zeros((4, 3), np.uint8)))
+    qtbot.waitUntil(lambda: len(snapshots) == 2, timeout=3000)
+    assert "d" in snapshots[1].clouds
+    window.watcher.refresh()  # an explicit refresh always publishes
+    assert len(snapshots) == 3
+
+
 def test_frame_browser_shows_image_and_keypoints(window, qtbot, tmp_path):
     import cv2
 
@@ -221,6 +240,29 @@ def test_frame_browser_shows_image_and_keypoints(window, qtbot, tmp_path):
     assert len(frames.keypoints.data) == 0
     assert "t = 0.300 s" in frames.info.text()
     assert ("selected", "") in window.view.item_keys()  # the current frame's frustum is highlighted
+
+
+def test_frame_browser_behind_another_tab_draws_when_it_comes_to_the_front(window, qtbot, tmp_path):
+    import cv2
+
+    for i in range(6):
+        cv2.imwrite(str(tmp_path / f"frame{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
+    frames = window.frames
+    other = window._dock("Other", "otherDock", QtWidgets.QLabel("another tab"),
+                         QtCore.Qt.DockWidgetArea.RightDockWidgetArea)
+    window.tabifyDockWidget(window.frames_dock, other)
+    other.show()
+    other.raise_()  # the Frames tab is behind it, as behind the SLAM, SfM or NeRF tab
+    qtbot.waitUntil(lambda: frames.visibleRegion().isEmpty(), timeout=3000)
+    shown = []
+    frames.frame_shown.connect(shown.append)
+    window.load_scene(synthetic_scene(tmp_path))
+    qtbot.wait(500)  # the pixels have been decoded
+    assert frames.current_image_id == 1 and frames.slider.maximum() == 5  # the list follows the scene
+    assert shown == [] and frames.image_item.image is None  # nothing drawn while hidden
+    with qtbot.waitSignal(frames.frame_shown, timeout=5000, check_params_cb=lambda image_id: image_id == 1):
+        window.frames_dock.raise_()
+    assert frames.image_item.image.shape == (48, 64, 3) and len(frames.keypoints.data) == 3
 
 
 def test_fit_to_scene_centres_the_camera_on_the_bounding_box(window):
@@ -511,6 +553,8 @@ def test_robust_bounds_ignore_far_outliers_in_points_only():
     assert lo[0] == -2.0 and hi[0] < 1.01
     assert vg.robust_bounds([]) is None
     assert vg.nice_step(20.0, 20) == 1.0 and vg.nice_step(37.0, 20) == 2.0 and vg.nice_step(0.09, 20) == 0.005
+    assert [vg.nice_ceiling(v) for v in (0.0, -3.0, float("nan"), 1.0, 1.01, 2.9, 7.0, 999.0, 1001.0, 0.0123)] == \
+        [1.0, 1.0, 1.0, 1.0, 1.5, 3.0, 8.0, 1000.0, 1500.0, 0.015]
 
 
 def test_robust_bounds_of_a_large_cloud_match_the_full_percentiles_and_still_drop_outliers():
