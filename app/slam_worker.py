@@ -48,6 +48,7 @@ class SlamWorker(QtCore.QThread):
         self.scene = scene
         self.ground_truth = ground_truth if ground_truth is not None and len(ground_truth) else None
         self.realtime = False
+        self.align_to_ground_truth = True  # write the result in the ground truth's frame (Sim(3) of the ATE)
         self._min_interval_s = min_interval_s
         self._channel = None  # to the engine, once run() has started it
         self._early_commands: list = []  # commands given before that
@@ -186,6 +187,8 @@ class SlamWorker(QtCore.QThread):
     def _write_results(self, result, warning: Optional[str]) -> None:
         from slam.export import write_result
 
+        if self.align_to_ground_truth and self.ground_truth is not None:
+            result = self._in_ground_truth_frame(result)
         # One batch of scene events: the GUI takes one snapshot of the landed run, not one of a half-written one.
         with self.scene.events.batch():
             self._undo_previous_export()
@@ -199,6 +202,19 @@ class SlamWorker(QtCore.QThread):
         if warning:  # the map stays in the scene to look at; the CLI refuses to write it
             log.warning("SLAM: %s", warning)
         self.results_written.emit(summary)
+
+    def _in_ground_truth_frame(self, result):
+        from slam.export import ground_truth_alignment, transformed
+
+        errors = ground_truth_alignment(result, self.ground_truth)
+        if errors is None:
+            log.warning("SLAM: the result stays in the SLAM frame: too few of its poses match the ground truth "
+                        "in time to align it")
+            return result
+        a = errors.alignment
+        log.info("SLAM: the result was moved into the ground truth's frame by a Sim(3) (scale %.4g); "
+                 "ATE %.4g over %d poses", a.scale, errors.rmse, len(errors.errors))
+        return transformed(result, a.rotation, a.translation, a.scale)
 
     def _undo_previous_export(self) -> None:
         previous, self._export = self._export, None

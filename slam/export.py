@@ -14,12 +14,15 @@ the process that owns the scene.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 import numpy as np
 
 from geometry.camera_models import project
+from geometry.lie import quat_wxyz_to_rotation, rotation_to_quat_wxyz
+from geometry.metrics import ate
 from scene.camera import Camera
+from scene.errors import ParallaxError
 from scene.messages import camera_fields, camera_from_fields, frame_ref_fields, frame_ref_from_fields
 from scene.model import FrameRef, Image, PointCloud, Points3D, Trajectory
 from scene.rigid import Rigid3d
@@ -89,7 +92,6 @@ def write_result(result: SlamResult, scene) -> dict:
     camera = r.camera
     if camera.camera_id in scene.cameras and scene.cameras[camera.camera_id] != camera:
         camera_id = scene.next_camera_id()
-        from dataclasses import replace
         camera = replace(camera, camera_id=camera_id)
     scene.add_camera(camera)
 
@@ -151,11 +153,54 @@ def write_result(result: SlamResult, scene) -> dict:
     if len(new_points):
         scene.set_cloud(CLOUD_NAME, PointCloud(new_points.xyz.copy(), new_points.rgb.copy()))
 
-    posed = np.flatnonzero(np.all(np.isfinite(r.frame_cam_from_world), axis=1))
-    if len(posed):
-        trajectory = Trajectory.from_poses(r.frame_timestamps[posed],
-                                           [_pose(r.frame_cam_from_world[i]).inverse() for i in posed])
+    trajectory = result_trajectory(r)
+    if len(trajectory):
         scene.set_trajectory(TRAJECTORY_NAME, trajectory)
-    return {"images": len(images), "points": int(len(new_points)), "trajectory_poses": len(posed),
+    return {"images": len(images), "points": int(len(new_points)), "trajectory_poses": len(trajectory),
             "first_image_id": int(kf_image_id[0]) if len(kf_image_id) else image_id0,
             "keyframe_image_ids": kf_image_id.tolist(), "camera_id": camera.camera_id}
+
+
+def result_trajectory(result: SlamResult) -> Trajectory:
+    """world_from_cam of every frame with a pose, at the frames' timestamps."""
+    posed = np.flatnonzero(np.all(np.isfinite(result.frame_cam_from_world), axis=1))
+    return Trajectory.from_poses(result.frame_timestamps[posed],
+                                 [_pose(result.frame_cam_from_world[i]).inverse() for i in posed])
+
+
+def transformed(result: SlamResult, rotation, translation, scale: float) -> SlamResult:
+    """The result in another world frame, new = scale * rotation @ old + translation (a Sim(3), for example
+    gt_from_est). Every reprojection is unchanged: camera coordinates scale with the world."""
+    rotation = np.asarray(rotation, np.float64)
+    translation = np.asarray(translation, np.float64)
+    if not (np.all(np.isfinite(rotation)) and np.all(np.isfinite(translation)) and np.isfinite(scale)
+            and scale > 0):
+        raise ValueError(f"not a similarity: scale {scale}, translation {translation}")
+
+    def poses(rows: np.ndarray) -> np.ndarray:
+        out = np.full_like(rows, np.nan)
+        ok = np.all(np.isfinite(rows), axis=1)
+        if ok.any():
+            cam_rot = quat_wxyz_to_rotation(rows[ok, :4]) @ rotation.T  # cam_from_new = cam_from_old old_from_new
+            out[ok, :4] = rotation_to_quat_wxyz(cam_rot)
+            out[ok, 4:] = scale * rows[ok, 4:] - cam_rot @ translation
+        return out
+
+    return replace(result, kf_cam_from_world=poses(result.kf_cam_from_world),
+                   xyz=scale * result.xyz @ rotation.T + translation,
+                   frame_cam_from_world=poses(result.frame_cam_from_world))
+
+
+def ground_truth_alignment(result: SlamResult, ground_truth: Trajectory, min_poses: int = 5):
+    """ATE of the result's trajectory against the ground truth after a Sim(3) alignment (its ``alignment``
+    is gt_from_est), or None when fewer than ``min_poses`` poses match in time."""
+    estimate = result_trajectory(result)
+    if len(estimate) < min_poses:
+        return None
+    try:
+        errors = ate(estimate, ground_truth, align="sim3")
+    except (ParallaxError, ValueError, np.linalg.LinAlgError):  # too few matches in time, degenerate motion
+        return None
+    if len(errors.errors) < min_poses or not np.isfinite(errors.rmse) or not errors.alignment.scale > 0:
+        return None
+    return errors

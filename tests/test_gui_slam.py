@@ -84,6 +84,12 @@ def test_play_runs_to_the_end_and_results_land_in_the_scene(window, qtbot):
     assert summary["images"] == snap.keyframes
     assert window.is_modified()
     assert not panel.play_button.isEnabled()  # the source is exhausted; Reset starts again
+    # With ground truth, the result lands in its frame (the box is ticked by default), as the live map was drawn.
+    from geometry.metrics import ate
+
+    gt = scene.trajectories["ground_truth"]
+    assert panel.align_box.isEnabled() and panel.align_box.isChecked()
+    assert ate(scene.trajectories["slam"], gt, align="none").rmse < 0.01 * gt.path_length()
     # The scene's "slam" trajectory is drawn in the 3D view.
     qtbot.waitUntil(lambda: ("trajectory", "slam") in window.view.item_keys(), timeout=5000)
     assert not window.view.is_visible("cloud", "reference_cloud")  # hidden while the SLAM tab is active

@@ -297,6 +297,63 @@ def test_result_crosses_a_process_boundary_and_writes_the_same_scene():
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
 
 
+def test_result_moved_into_the_ground_truths_frame_keeps_every_reprojection():
+    from geometry.camera_models import project
+    from geometry.metrics import ate
+    from slam.export import ground_truth_alignment, result_trajectory, transformed, write_result
+
+    system, _ = slam_run("forward_walk")
+    result, gt = system.result(), ground_truth("forward_walk")
+    errors = ground_truth_alignment(result, gt)
+    a = errors.alignment
+    assert a.scale > 0 and errors.rmse < 0.005 * gt.path_length()
+    moved = transformed(result, a.rotation, a.translation, a.scale)
+    # The trajectory now lies on the ground truth without any further alignment ...
+    assert ate(result_trajectory(moved), gt, align="none").rmse == pytest.approx(errors.rmse, rel=1e-6)
+    # ... and every map point projects where it did, in every keyframe.
+    before, after = Scene(), Scene()
+    write_result(result, before)
+    write_result(moved, after)
+    assert np.allclose(after.points.xyz, a.apply_positions(before.points.xyz))
+    camera = system.camera
+    for image_id, im in before.images.items():
+        moved_im = after.images[image_id]
+        seen = im.point3d_ids >= 0
+        index = before.points.index_of()
+        rows = [index[int(p)] for p in im.point3d_ids[seen]]
+        uv_before = project(camera, im.cam_from_world.apply(before.points.xyz[rows]))
+        uv_after = project(camera, moved_im.cam_from_world.apply(after.points.xyz[rows]))
+        assert np.allclose(uv_before, uv_after, atol=1e-6)
+    # A frame without a pose stays without one; a result that cannot be aligned says so.
+    assert np.array_equal(np.isnan(moved.frame_cam_from_world), np.isnan(result.frame_cam_from_world))
+    far_away = Trajectory(gt.timestamps + 1000.0, gt.world_from_cam_quat_wxyz, gt.world_from_cam_translation)
+    assert ground_truth_alignment(result, far_away) is None
+    with pytest.raises(ValueError):
+        transformed(result, a.rotation, a.translation, 0.0)
+
+
+def test_the_slam_tabs_relay_lands_the_result_in_the_ground_truths_frame_unless_unticked():
+    pytest.importorskip("PyQt6")
+    from app.slam_worker import SlamWorker
+    from geometry.metrics import ate
+
+    system, _ = slam_run("forward_walk")
+    gt = ground_truth("forward_walk")
+    for align in (True, False):
+        scene = Scene()
+        worker = SlamWorker("unused", system.camera, scene, gt)  # never started: only its result writer runs
+        worker.align_to_ground_truth = align
+        worker._write_results(system.result(), None)
+        unaligned = ate(scene.trajectories["slam"], gt, align="none").rmse
+        if align:
+            assert unaligned < 0.005 * gt.path_length()
+        else:  # the SLAM frame: the first camera at the origin, another scale
+            assert unaligned > 0.05 * gt.path_length()
+            expected = Scene()
+            system.to_scene(expected)
+            assert np.array_equal(scene.points.xyz, expected.points.xyz)
+
+
 def test_reset_clears_everything():
     timestamps, _, frames = rendered("forward_walk")
     system = System(demo_camera())
