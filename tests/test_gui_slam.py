@@ -89,7 +89,10 @@ def test_play_runs_to_the_end_and_results_land_in_the_scene(window, qtbot):
 
     gt = scene.trajectories["ground_truth"]
     assert panel.align_box.isEnabled() and panel.align_box.isChecked()
-    assert ate(scene.trajectories["slam"], gt, align="none").rmse < 0.01 * gt.path_length()
+    landed = scene.trajectories["slam"]
+    # Already aligned: a fresh Sim(3) alignment finds nothing left to move.
+    assert ate(landed, gt, align="none").rmse == pytest.approx(ate(landed, gt, align="sim3").rmse, rel=1e-6)
+    assert ate(landed, gt, align="none").rmse < 0.05 * gt.path_length()
     # The scene's "slam" trajectory is drawn in the 3D view.
     qtbot.waitUntil(lambda: ("trajectory", "slam") in window.view.item_keys(), timeout=5000)
     assert not window.view.is_visible("cloud", "reference_cloud")  # hidden while the SLAM tab is active
