@@ -427,6 +427,9 @@ class SlamEngine:
         else:
             kp_xy, kp_status = np.asarray(result.keypoints_xy).copy(), np.asarray(result.keypoint_status).copy()
             state, reason, tracked = result.state.value, result.reason, int(result.num_tracked)
+            if result.rotation_only:
+                reason = "posed by rotation alone: the map is out of view and the turn shows no parallax " \
+                         "(position held until map points come back)"
             ms = float(result.timings_ms.get("total", 0.0))
         return SlamSnapshot(
             frame_index=self._next_index - 1, total_frames=total,

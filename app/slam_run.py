@@ -35,6 +35,7 @@ def slam_statistics(summary, system) -> dict:
     return {
         "frames": summary.frames,
         "tracked": summary.tracked,
+        "rotation_only_frames": summary.rotation_only,
         "initialized_at_frame": summary.initialized_at_frame,
         "keyframes": summary.keyframes,
         "map_points": summary.map_points,

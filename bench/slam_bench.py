@@ -32,7 +32,7 @@ RESULT_KEYS = (
     "method", "sequence", "frames", "tracked", "tracked_pct", "tracked_after_init_pct", "init_frame",
     "ate_rmse", "ate_pct", "rot_deg", "evaluated_poses", "extent", "frame_ms_median", "frame_ms_p95",
     "tracking_ms_median", "tracking_ms_p95", "stage_ms", "total_s", "runs", "deterministic", "loop_closures",
-    "loops", "note",
+    "loops", "note", "rotation_only",
 )
 
 
@@ -186,7 +186,7 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
         system.prepare_play(wait=True)  # Play's extraction process is up before the clock starts, as in the tab
     system.set_background_mapping(background)
     frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": [], "loop": []}
-    tracked, init_frame = [], None
+    tracked, init_frame, rotation_only = [], None, 0
     t0 = time.perf_counter()
     for image, ts in zip(seq.images, seq.timestamps):
         result = system.step(image, float(ts))
@@ -201,6 +201,7 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
         if result.keyframe_inserted and "loop" in t and not result.loop_closed:
             stages["loop"].append(t["loop"])   # place recognition + loop search on keyframes that close none
         tracked.append(result.cam_from_world is not None)
+        rotation_only += result.rotation_only
     system.wait_for_mapping()  # the last keyframes are mapped before the clock stops and the poses are read
     total_s = time.perf_counter() - t0
     system.close()
@@ -221,7 +222,7 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
               "total_s": total_s}
     loops = [(e.current_frame, e.loop_frame) for e in system.loop_events]
     return poses, {"timing": timing, "tracked": tracked, "init_frame": init_frame,
-                   "loop_closures": system.loop_closures, "loops": loops}
+                   "loop_closures": system.loop_closures, "loops": loops, "rotation_only": rotation_only}
 
 
 def _run_vo_once(seq: Sequence) -> tuple[list, dict]:
@@ -352,6 +353,7 @@ def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = 
         "tracking_ms_median": timing["tracking_ms_median"], "tracking_ms_p95": timing["tracking_ms_p95"],
         "stage_ms": stage_ms, "total_s": timing["total_s"], "runs": len(results), "deterministic": deterministic,
         "loop_closures": info.get("loop_closures"), "loops": info.get("loops"), "note": note,
+        "rotation_only": info.get("rotation_only"),
     }
 
 
@@ -436,8 +438,9 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         note = r["note"]
         if r["method"] in ("parallax_slam", "parallax_slam_play"):
             loops = "; ".join(f"frame {a} ↔ {b}" for a, b in r["loops"] or [])
+            rotation = f"{r['rotation_only']} frame(s) posed by rotation alone" if r.get("rotation_only") else ""
             note = "; ".join(filter(None, [f"{r['loop_closures']} loop(s) closed" + (f": {loops}" if loops else ""),
-                                           note]))
+                                           rotation, note]))
         if r["sequence"].startswith("euroc") or r["ate_rmse"] is None:
             extent = "no pose" if r["extent"] is None else f"extent {r['extent']:.3g} (method units)"
             note = "; ".join(filter(None, [extent, note]))

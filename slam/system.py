@@ -44,8 +44,9 @@ from slam.map_lock import NO_LOCK, MapLock
 from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyframe, keyframe_needed,
                           process_keyframe)
 from slam.place_recognition import BowOptions, PlaceRecognizer
+from slam.rotation_tracking import RotationOptions, pose_after_rotation, track_rotation
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
-                           track_motion_model)
+                           track_motion_model, track_points)
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +72,7 @@ class SlamOptions:
     mapping: MappingOptions = field(default_factory=MappingOptions)
     loop: LoopOptions = field(default_factory=LoopOptions)
     bow: BowOptions = field(default_factory=BowOptions)
+    rotation: RotationOptions = field(default_factory=RotationOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
     # Play mode extracts ORB in a process of its own (``slam.extractor_process``): same features, no GIL
@@ -94,6 +96,7 @@ class StepResult:
     mapping: dict = field(default_factory=dict)
     loop_closed: bool = False        # a loop was closed at this frame: every keyframe and point may have moved
     loop_closures: int = 0           # loops closed so far
+    rotation_only: bool = False      # posed by rotation alone (slam.rotation_tracking): position held
 
 
 @dataclass
@@ -106,6 +109,7 @@ class RunSummary:
     tracking_ms: list
     total_s: float
     stopped: bool
+    rotation_only: int = 0           # of the tracked frames, those posed by rotation alone
 
 
 class System:
@@ -136,6 +140,7 @@ class System:
         self._last_keyframe = -1
         self._last_keyframe_frame = -1
         self._reference_kf = -1
+        self._rotation_frames = 0                      # consecutive frames posed by rotation alone
         self._frame_count = 0
         self._current_ref = None
         # Per processed frame: timestamp, reference keyframe (-1: no pose), pose relative to it.
@@ -268,13 +273,13 @@ class System:
                           np.zeros(0, np.int64), 0, False, reason, timings, loop_closures=self.loop_closures)
 
     def _result(self, frame: Frame, reason: str = "", keyframe: bool = False, mapping=None,
-                loop_closed: bool = False) -> StepResult:
+                loop_closed: bool = False, rotation_only: bool = False) -> StepResult:
         status = np.full(len(frame.point_ids), KP_NEW, np.int8)
         status[frame.outlier] = KP_OUTLIER
         status[frame.point_ids >= 0] = KP_TRACKED
         return StepResult(frame.index, frame.timestamp, self.state, frame.cam_from_world,
                           frame.features.keypoints_xy, status, frame.point_ids.copy(), frame.num_tracked, keyframe,
-                          reason, {}, mapping or {}, loop_closed, self.loop_closures)
+                          reason, {}, mapping or {}, loop_closed, self.loop_closures, rotation_only)
 
     def _record(self, frame: Frame, ref) -> None:
         self.frame_timestamps.append(frame.timestamp)
@@ -385,6 +390,11 @@ class System:
                 predicted = (self._velocity * last_pose) if self._velocity is not None else last_pose
                 pose, _ = track_motion_model(self.camera, self.map, frame, self._last, predicted, o)
                 how = "motion"
+                if pose is None and self._rotation_frames > 0:
+                    # The last frame was posed by rotation alone and holds no map point: look for the local
+                    # map's points where the predicted pose puts them.
+                    frame.point_ids[:] = -1
+                    pose, _ = track_points(self.camera, self.map, frame, self._local_points(), predicted, o)
                 if pose is None:
                     frame.point_ids[:] = -1
                     frame.outlier[:] = False
@@ -406,11 +416,16 @@ class System:
                     self._reference_kf = reference
             else:
                 reason = f"tracking failed (motion model, last keyframe and relocalization)"
+            if pose is None:
+                rotated = self._track_rotation(frame)
+                if rotated is not None:
+                    pose, how = rotated[0], ("rotation" if rotated[1] else "rotation+map")
         timings["track"] = 1000 * (time.perf_counter() - t0)
         if pose is None:
             frame.point_ids[:] = -1
             self.state = TrackingState.LOST
             self._velocity = None
+            self._rotation_frames = 0
             return self._result(frame, reason)
         frame.cam_from_world = pose
         if self._last is not None and self._last.cam_from_world is not None and how != "relocalization":
@@ -419,6 +434,10 @@ class System:
             self._velocity = None
         self.state = TrackingState.RELOCALIZED if how == "relocalization" else TrackingState.OK
         self._last = frame
+        if how == "rotation":  # nothing to triangulate from a turn about the centre: no keyframe
+            self._rotation_frames += 1
+            return self._result(frame, rotation_only=True)
+        self._rotation_frames = 0
         t1 = time.perf_counter()
         mapping_stats: dict = {}
         keyframe = keyframe_needed(self.map, frame, self._reference_kf, frame.index - self._last_keyframe_frame,
@@ -454,6 +473,40 @@ class System:
         timings["mapping"] = 1000 * (time.perf_counter() - t1)
         return self._result(frame, keyframe=keyframe, mapping=mapping_stats,
                             loop_closed=keyframe and bool(mapping_stats.get("loop")))
+
+    def _local_points(self) -> np.ndarray:
+        """Alive points of the reference keyframe and its best covisible keyframes."""
+        k = self._reference_kf
+        if k < 0:
+            return np.zeros(0, np.int64)
+        kfs = [k, *self.map.covisible_keyframes(k, self.options.tracking.local_keyframes - 1)]
+        return self.map.points_of_keyframes(kfs)
+
+    def _track_rotation(self, frame: Frame) -> tuple[Rigid3d, bool] | None:
+        """(pose, rotation only) from the rotation since the previous frame (slam.rotation_tracking), or None.
+        Points of the local map that this pose finds give it a map-based pose instead, when there are enough."""
+        ro, o, last = self.options.rotation, self.options.tracking, self._last
+        if not ro.enabled or last is None or last.cam_from_world is None or last.index != frame.index - 1 \
+                or self._rotation_frames >= ro.max_frames:
+            return None
+        last_pose = self._last_frame_pose()
+        predicted = self._velocity.rotation if self._velocity is not None else np.eye(3)
+        track = track_rotation(self.camera, frame.features, last.features, frame.grid, predicted, ro,
+                               seed=frame.index)
+        frame.point_ids[:] = -1
+        frame.outlier[:] = False
+        if track is None:
+            return None
+        pose = pose_after_rotation(last_pose, track.cam_from_last)
+        mapped, _ = track_points(self.camera, self.map, frame, self._local_points(), pose, o)
+        if mapped is not None:
+            mapped, tracked, reference = track_local_map(self.camera, self.map, frame, mapped, o.local_map_radius, o)
+            if tracked >= o.min_tracked:  # the map is back in view: a full pose, tracked as usual next frame
+                self._reference_kf = reference
+                return mapped, False
+        frame.point_ids[:] = -1
+        frame.outlier[:] = False
+        return pose, True
 
     def _map_keyframe_in_background(self, item: tuple[int, PyramidPlan]) -> None:
         """Local mapping and loop closing of keyframe k on the mapping thread (Play mode)."""
@@ -517,7 +570,7 @@ class System:
         progress = progress or NullProgress()
         total = len(source)
         t0 = time.perf_counter()
-        tracked, track_ms, stopped, n = 0, [], False, 0
+        tracked, track_ms, stopped, n, rotation_only = 0, [], False, 0, 0
         for frame in source:
             if progress.should_stop():
                 stopped = True
@@ -525,13 +578,14 @@ class System:
             result = self.step(frame.image, frame.timestamp, ref=frame.ref)
             n += 1
             tracked += result.cam_from_world is not None
+            rotation_only += result.rotation_only
             track_ms.append(result.timings_ms.get("total", 0.0))
             if on_step is not None:
                 on_step(result)
             progress.report("slam", n, total, f"{result.state.value} kf={self.map.num_keyframes} "
                                               f"pts={self.map.num_points}")
         return RunSummary(n, tracked, self.initialized_at_frame, self.map.num_keyframes, self.map.num_points,
-                          track_ms, time.perf_counter() - t0, stopped)
+                          track_ms, time.perf_counter() - t0, stopped, rotation_only)
 
     # --- results ------------------------------------------------------------------------------------
     def check_intrinsics(self):

@@ -1,6 +1,6 @@
 """Frame tracking against the map (ORB-SLAM's Tracking, without bag of words).
 
-Three ways to get a frame's pose, tried in this order by ``slam.system``:
+Three ways to get a frame's pose from the map, tried in this order by ``slam.system``:
 
 1. ``track_motion_model``: the last frame's matched points projected with the constant-velocity
    prediction (``match_by_projection`` in a window), then ``optimize_pose`` (Huber, inlier rounds).
@@ -155,7 +155,12 @@ def optimize_frame_pose(camera: Camera, slam_map: SlamMap, frame: Frame, cam_fro
 def track_motion_model(camera: Camera, slam_map: SlamMap, frame: Frame, last: Frame, predicted: Rigid3d,
                        options: TrackingOptions) -> tuple[Rigid3d | None, int]:
     points = last.point_ids[last.point_ids >= 0]
-    points = np.unique(points[slam_map.alive[points]])
+    return track_points(camera, slam_map, frame, np.unique(points[slam_map.alive[points]]), predicted, options)
+
+
+def track_points(camera: Camera, slam_map: SlamMap, frame: Frame, points: np.ndarray, predicted: Rigid3d,
+                 options: TrackingOptions) -> tuple[Rigid3d | None, int]:
+    """Match ``points`` projected with the predicted pose in a window, optimise the pose on them."""
     if len(points) == 0:
         return None, 0
     n = _search(camera, slam_map, frame, predicted, points, options.motion_radius, options.max_hamming, False)

@@ -74,6 +74,7 @@ def test_every_frame_tracked_after_initialization(name):
     lost = [r.frame_index for r in after if r.cam_from_world is None]
     assert lost == []
     assert all(r.state == TrackingState.OK for r in after)
+    assert not any(r.rotation_only for r in after)  # the map tracks them all: the rotation fallback stays unused
     assert system.map.num_keyframes >= 5 and system.map.num_points >= 500
 
 
