@@ -30,6 +30,7 @@ def test_slam_writes_project_trajectory_and_stats(walk, tmp_path):
                 "tracking_ms_median", "tracking_ms_p95", "total_s"):
         assert key in numbers
     assert numbers["frames"] == 40 and numbers["initialized_at_frame"] < 30 and numbers["keyframes"] >= 2
+    assert numbers["rotation_only_frames"] == 0  # the map tracks the whole walk
     assert 0.9 < numbers["focal_ratio_preferred"] < 1.1  # the right calibration passes the focal check
     scene = load_project(out)
     assert "slam" in scene.trajectories and "ground_truth" in scene.trajectories
