@@ -58,7 +58,9 @@ class MappingOptions:
     ba_window: int = 10                    # covisible keyframes optimised with the new one
     ba_max_fixed: int = 20
     ba_iterations: int = 10
-    global_ba_iterations: int = 20         # global BA after every loop closure (0: none)
+    # Global BA after every loop closure (0: none); it stops earlier once converged. At 20, 2 of 20 Play runs
+    # on the orbit ended unconverged (RMS 4.9 px against 0.75, ATE 0.63 %); at 60, 20 of 20 converged.
+    global_ba_iterations: int = 60
     min_found_ratio: float = 0.25
     distinctive_descriptors: bool = False  # SlamMap keeps each point's most distinctive observation descriptor
 
