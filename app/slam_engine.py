@@ -364,20 +364,18 @@ class SlamEngine:
         return np.ascontiguousarray(rgb), (w, h)
 
     def _alignment(self, timestamps: np.ndarray, centers: np.ndarray, rots: np.ndarray):
-        """gt_from_est Sim(3) over the tracked frames so far, and the ATE RMSE; (None, None) when not possible."""
+        """gt_from_est Sim(3) over the tracked frames so far, and the ATE RMSE; (None, None) when not possible
+        (too few matches or a degenerate path so far: the raw map is shown)."""
         if self.ground_truth is None or len(timestamps) < MIN_POSES_FOR_ALIGNMENT:
             return None, None
-        from geometry.metrics import ate
+        from geometry.lie import rotation_to_quat_wxyz
+        from geometry.metrics import sim3_ate
         from scene.model import Trajectory
 
-        quats = np.array([_matrix_to_quat_wxyz(r) for r in rots])
-        est = Trajectory(np.asarray(timestamps, np.float64), quats, np.asarray(centers, np.float64))
-        try:
-            result = ate(est, self.ground_truth, align="sim3")
-        except Exception as exc:  # noqa: BLE001 - too few matches or degenerate: show the raw map
-            log.debug("ATE not available yet: %s", exc)
-            return None, None
-        if len(result.errors) < MIN_POSES_FOR_ALIGNMENT or not np.isfinite(result.rmse):
+        est = Trajectory(np.asarray(timestamps, np.float64), rotation_to_quat_wxyz(np.asarray(rots, np.float64)),
+                         np.asarray(centers, np.float64))
+        result = sim3_ate(est, self.ground_truth, MIN_POSES_FOR_ALIGNMENT)
+        if result is None:
             return None, None
         return result.alignment, float(result.rmse)
 
@@ -442,12 +440,6 @@ class SlamEngine:
             history_frames=np.array(self._history_frames), history_tracked=np.array(self._history_tracked),
             ate_frames=np.array(self._ate_frames), ate_rmse=np.array(self._ate_rmse),
             ate_scale=None if alignment is None else float(alignment.scale))
-
-
-def _matrix_to_quat_wxyz(r: np.ndarray) -> np.ndarray:
-    from scene.rigid import Rigid3d
-
-    return Rigid3d.from_rotation(r, np.zeros(3)).quat_wxyz
 
 
 if __name__ == "__main__":

@@ -204,9 +204,10 @@ class SlamWorker(QtCore.QThread):
         self.results_written.emit(summary)
 
     def _in_ground_truth_frame(self, result):
-        from slam.export import ground_truth_alignment, transformed
+        from geometry.metrics import sim3_ate
+        from slam.export import result_trajectory, transformed
 
-        errors = ground_truth_alignment(result, self.ground_truth)
+        errors = sim3_ate(result_trajectory(result), self.ground_truth)
         if errors is None:
             log.warning("SLAM: the result stays in the SLAM frame: too few of its poses match the ground truth "
                         "in time to align it")
@@ -214,7 +215,7 @@ class SlamWorker(QtCore.QThread):
         a = errors.alignment
         log.info("SLAM: the result was moved into the ground truth's frame by a Sim(3) (scale %.4g); "
                  "ATE %.4g over %d poses", a.scale, errors.rmse, len(errors.errors))
-        return transformed(result, a.rotation, a.translation, a.scale)
+        return transformed(result, a)
 
     def _undo_previous_export(self) -> None:
         previous, self._export = self._export, None

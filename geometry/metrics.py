@@ -205,6 +205,21 @@ def ate(est: Trajectory, gt: Trajectory, align: str = "sim3", max_diff: float = 
     return _result("ate", errors, rot_deg, est.timestamps[est_idx], alignment, est_idx, gt_idx)
 
 
+def sim3_ate(est: Trajectory, gt: Trajectory, min_poses: int = 5) -> TrajectoryErrors | None:
+    """``ate`` after a Sim(3) alignment when one can be had, else None: fewer than ``min_poses`` poses
+    matched in time, centres all at one place or on a line, or a non-finite result. For a live estimate
+    (the SLAM tab) and a result about to be moved into the ground truth's frame."""
+    if len(est) < min_poses:
+        return None
+    try:
+        errors = ate(est, gt, align="sim3")
+    except (ParallaxError, ValueError, np.linalg.LinAlgError):
+        return None
+    if len(errors.errors) < min_poses or not np.isfinite(errors.rmse) or not errors.alignment.scale > 0:
+        return None
+    return errors
+
+
 def pair_indices(n: int, delta: int = 1, all_pairs: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Pose pairs (i, j) delta frames apart: consecutive (0, d), (d, 2d)... or every i (all_pairs)."""
     if all_pairs:

@@ -20,9 +20,7 @@ import numpy as np
 
 from geometry.camera_models import project
 from geometry.lie import quat_wxyz_to_rotation, rotation_to_quat_wxyz
-from geometry.metrics import ate
 from scene.camera import Camera
-from scene.errors import ParallaxError
 from scene.messages import camera_fields, camera_from_fields, frame_ref_fields, frame_ref_from_fields
 from scene.model import FrameRef, Image, PointCloud, Points3D, Trajectory
 from scene.rigid import Rigid3d
@@ -168,11 +166,11 @@ def result_trajectory(result: SlamResult) -> Trajectory:
                                  [_pose(result.frame_cam_from_world[i]).inverse() for i in posed])
 
 
-def transformed(result: SlamResult, rotation, translation, scale: float) -> SlamResult:
-    """The result in another world frame, new = scale * rotation @ old + translation (a Sim(3), for example
-    gt_from_est). Every reprojection is unchanged: camera coordinates scale with the world."""
-    rotation = np.asarray(rotation, np.float64)
-    translation = np.asarray(translation, np.float64)
+def transformed(result: SlamResult, alignment) -> SlamResult:
+    """The result in another world frame: ``alignment`` (a geometry.metrics.Alignment, for example an ATE's
+    gt_from_est) maps old world points to new ones. Every reprojection is unchanged: camera coordinates scale
+    with the world."""
+    rotation, translation, scale = alignment.rotation, alignment.translation, alignment.scale
     if not (np.all(np.isfinite(rotation)) and np.all(np.isfinite(translation)) and np.isfinite(scale)
             and scale > 0):
         raise ValueError(f"not a similarity: scale {scale}, translation {translation}")
@@ -187,20 +185,4 @@ def transformed(result: SlamResult, rotation, translation, scale: float) -> Slam
         return out
 
     return replace(result, kf_cam_from_world=poses(result.kf_cam_from_world),
-                   xyz=scale * result.xyz @ rotation.T + translation,
-                   frame_cam_from_world=poses(result.frame_cam_from_world))
-
-
-def ground_truth_alignment(result: SlamResult, ground_truth: Trajectory, min_poses: int = 5):
-    """ATE of the result's trajectory against the ground truth after a Sim(3) alignment (its ``alignment``
-    is gt_from_est), or None when fewer than ``min_poses`` poses match in time."""
-    estimate = result_trajectory(result)
-    if len(estimate) < min_poses:
-        return None
-    try:
-        errors = ate(estimate, ground_truth, align="sim3")
-    except (ParallaxError, ValueError, np.linalg.LinAlgError):  # too few matches in time, degenerate motion
-        return None
-    if len(errors.errors) < min_poses or not np.isfinite(errors.rmse) or not errors.alignment.scale > 0:
-        return None
-    return errors
+                   xyz=alignment.apply_positions(result.xyz), frame_cam_from_world=poses(result.frame_cam_from_world))

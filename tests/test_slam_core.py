@@ -300,15 +300,15 @@ def test_result_crosses_a_process_boundary_and_writes_the_same_scene():
 
 def test_result_moved_into_the_ground_truths_frame_keeps_every_reprojection():
     from geometry.camera_models import project
-    from geometry.metrics import ate
-    from slam.export import ground_truth_alignment, result_trajectory, transformed, write_result
+    from geometry.metrics import Alignment, ate, sim3_ate
+    from slam.export import result_trajectory, transformed, write_result
 
     system, _ = slam_run("forward_walk")
     result, gt = system.result(), ground_truth("forward_walk")
-    errors = ground_truth_alignment(result, gt)
+    errors = sim3_ate(result_trajectory(result), gt)
     a = errors.alignment
     assert a.scale > 0 and errors.rmse < 0.005 * gt.path_length()
-    moved = transformed(result, a.rotation, a.translation, a.scale)
+    moved = transformed(result, a)
     # The trajectory now lies on the ground truth without any further alignment ...
     assert ate(result_trajectory(moved), gt, align="none").rmse == pytest.approx(errors.rmse, rel=1e-6)
     # ... and every map point projects where it did, in every keyframe.
@@ -328,9 +328,9 @@ def test_result_moved_into_the_ground_truths_frame_keeps_every_reprojection():
     # A frame without a pose stays without one; a result that cannot be aligned says so.
     assert np.array_equal(np.isnan(moved.frame_cam_from_world), np.isnan(result.frame_cam_from_world))
     far_away = Trajectory(gt.timestamps + 1000.0, gt.world_from_cam_quat_wxyz, gt.world_from_cam_translation)
-    assert ground_truth_alignment(result, far_away) is None
+    assert sim3_ate(result_trajectory(result), far_away) is None
     with pytest.raises(ValueError):
-        transformed(result, a.rotation, a.translation, 0.0)
+        transformed(result, Alignment("sim3", a.rotation, a.translation, 0.0))
 
 
 def test_the_slam_tabs_relay_lands_the_result_in_the_ground_truths_frame_unless_unticked():
