@@ -111,8 +111,15 @@ def test_fast_rotation_keeps_every_frame_after_initialisation_posed_and_the_map_
     results = _run()
     timestamps, world_from_cam, _ = _fast_rotation()
     init = next(i for i, r in enumerate(results) if r.cam_from_world is not None and r.keyframe_inserted)
+    assert init < 30  # issue 3's target for every synthetic path
     after = results[init + 1:]
     assert all(r.cam_from_world is not None for r in after)
+    # Orientation relative to the first posed frame holds within 1.5 degrees over the whole sequence
+    # (measured: at most 1.3, at the end of the longest rotation-only stretch).
+    for r in after:
+        rel = r.cam_from_world.rotation @ results[init].cam_from_world.rotation.T
+        rel_gt = world_from_cam[r.frame_index].rotation.T @ world_from_cam[init].rotation
+        assert _angle_deg(rel @ rel_gt.T) < 1.5, r.frame_index
     turned = [i for i, r in enumerate(results) if r.rotation_only]
     assert len(turned) >= 10
     # Frame to frame, a turn of up to 8.3 degrees is recovered to within 0.2 degrees.
@@ -123,7 +130,60 @@ def test_fast_rotation_keeps_every_frame_after_initialisation_posed_and_the_map_
         assert np.allclose(results[i].cam_from_world.center(), results[i - 1].cam_from_world.center())
         assert not results[i].keyframe_inserted and results[i].num_tracked == 0
     # When the mapped part of the room comes back into view, the map gives the poses again.
-    assert not results[-1].rotation_only and results[-1].num_tracked >= 100
+    back = next(i for i in range(turned[0], len(results)) if not results[i].rotation_only)
+    assert any(r.num_tracked >= 100 and not r.rotation_only for r in results[back:back + 3])
     # Without the fallback the same frames are lost.
     lost = _run(SlamOptions(rotation=RotationOptions(enabled=False)))
     assert all(lost[i].cam_from_world is None for i in turned[:5])
+
+
+# --- initialisation while the view turns fast -----------------------------------------------------------------
+
+def _initialise(options):
+    """(frame index, reference frame index, the initialiser's two-view result) of the first success, or None."""
+    from slam.initialization import Initializer
+
+    timestamps, _, images = _fast_rotation()
+    initializer = Initializer(demo_camera(), options)
+    extractor = OrbExtractor(OrbOptions())
+    for i, (image, ts) in enumerate(zip(images[:40], timestamps)):
+        attempt = initializer.add(Frame.build(i, float(ts), extractor.extract(image, demo_camera()), image))
+        if attempt.success:
+            return i, attempt.reference.index, attempt.two_view
+    return None
+
+
+def test_several_references_initialise_a_fast_turn_within_30_frames_with_the_right_motion():
+    from slam.initialization import InitOptions
+
+    _, world_from_cam, _ = _fast_rotation()
+    found = _initialise(InitOptions())
+    assert found is not None
+    i, ref, two_view = found
+    assert i < 30 and ref not in (0, i)
+    truth = world_from_cam[i].inverse() * world_from_cam[ref]  # cam_i from cam_ref
+    estimate = two_view.cam2_from_cam1
+    assert _angle_deg(estimate.rotation @ truth.rotation.T) < 0.5
+    t_truth = truth.translation / np.linalg.norm(truth.translation)
+    assert math.degrees(math.acos(np.clip(estimate.translation @ t_truth, -1.0, 1.0))) < 6.0
+    assert two_view.num_triangulated >= 100
+
+
+def test_one_reference_is_orb_slams_initialiser_and_misses_the_first_30_frames_of_a_fast_turn():
+    from slam.initialization import InitOptions
+
+    # The reference is replaced each time the view moves on, just before enough baseline builds up.
+    found = _initialise(InitOptions(max_references=1))
+    assert found is None or found[0] >= 30
+
+
+def test_a_still_camera_keeps_its_first_reference_and_never_initialises():
+    from slam.initialization import Initializer, InitOptions
+
+    _, _, images = _fast_rotation()
+    features = OrbExtractor(OrbOptions()).extract(images[0], demo_camera())
+    initializer = Initializer(demo_camera(), InitOptions())
+    attempts = [initializer.add(Frame.build(i, float(i), features, images[0])) for i in range(20)]
+    assert not any(a.success for a in attempts)
+    assert attempts[-1].reason.startswith("camera not moving")
+    assert initializer.reference.index == 0  # the widest baseline stays a candidate
