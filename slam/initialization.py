@@ -102,18 +102,17 @@ class Initializer:
         if not self._references:
             self._add_reference(frame)
             return InitAttempt(False, "reference frame set; waiting for motion")
-        matched, fewest = [], None
+        matched, most = [], 0
         for reference in self._references:
             matches = self._match(reference, frame)
             n = int(np.sum(matches >= 0))
             if n >= o.min_matches:
                 matched.append((reference, matches))
-            elif fewest is None or n < fewest:
-                fewest = n
+            most = max(most, n)
         self._references = [reference for reference, _ in matched]
         if not matched:
             self._add_reference(frame)
-            return InitAttempt(False, f"only {fewest} matches to the reference frame (need {o.min_matches}); "
+            return InitAttempt(False, f"only {most} matches to the reference frames (need {o.min_matches}); "
                                       "this frame is the new reference")
         reason, still, tries = "", "", 0
         for reference, matches in matched:

@@ -187,3 +187,17 @@ def test_a_still_camera_keeps_its_first_reference_and_never_initialises():
     assert not any(a.success for a in attempts)
     assert attempts[-1].reason.startswith("camera not moving")
     assert initializer.reference.index == 0  # the widest baseline stays a candidate
+
+
+def test_a_view_that_moved_on_drops_every_reference_and_becomes_the_new_one():
+    from slam.initialization import Initializer, InitOptions
+
+    _, _, images = _fast_rotation()
+    extractor = OrbExtractor(OrbOptions())
+    initializer = Initializer(demo_camera(), InitOptions())
+    for i in (0, 1, 2, 3):
+        initializer.add(Frame.build(i, float(i), extractor.extract(images[i], demo_camera()), images[i]))
+    far = 45  # a quarter turn away from frames 0-3: nothing in common
+    attempt = initializer.add(Frame.build(far, float(far), extractor.extract(images[far], demo_camera()), images[far]))
+    assert not attempt.success and attempt.reason.startswith("only ") and "new reference" in attempt.reason
+    assert initializer.reference.index == far
