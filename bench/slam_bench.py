@@ -30,7 +30,8 @@ SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 RESULT_KEYS = (
     "method", "sequence", "frames", "tracked", "tracked_pct", "tracked_after_init_pct", "init_frame",
-    "ate_rmse", "ate_pct", "rot_deg", "evaluated_poses", "extent", "frame_ms_median", "frame_ms_p95",
+    "ate_rmse", "ate_pct", "rot_deg", "rot_drift_deg", "evaluated_poses", "extent", "frame_ms_median",
+    "frame_ms_p95",
     "tracking_ms_median", "tracking_ms_p95", "stage_ms", "total_s", "runs", "deterministic", "loop_closures",
     "loops", "note", "rotation_only",
 )
@@ -99,7 +100,8 @@ def default_sequences(frames: int = 120, cache_dir=None, data_dir=SHARED_DATA) -
 def _accuracy(cam_from_world: list, seq: Sequence) -> dict:
     """ATE/rotation (Sim(3)) of the posed frames, and the trajectory's extent."""
     idx = [i for i, p in enumerate(cam_from_world) if p is not None]
-    out = {"ate_rmse": None, "ate_pct": None, "rot_deg": None, "evaluated_poses": len(idx), "extent": None}
+    out = {"ate_rmse": None, "ate_pct": None, "rot_deg": None, "rot_drift_deg": None, "evaluated_poses": len(idx),
+           "extent": None}
     if not idx:
         return out
     world_from_cam = [cam_from_world[i].inverse() for i in idx]
@@ -110,6 +112,7 @@ def _accuracy(cam_from_world: list, seq: Sequence) -> dict:
     from geometry.evaluate import evaluate
 
     est = Trajectory.from_poses(seq.timestamps[idx], world_from_cam)
+    out["rot_drift_deg"] = orientation_drift_deg(est, seq.gt)
     try:
         result = evaluate(est, seq.gt, align="sim3")
     except Exception as exc:  # degenerate alignment: report, do not crash the bench
@@ -122,6 +125,25 @@ def _accuracy(cam_from_world: list, seq: Sequence) -> dict:
     out.update(ate_rmse=result["ate_rmse"], ate_pct=result["ate_percent_of_path"],
                rot_deg=result["ate_rot_rmse_deg"], evaluated_poses=result["matched_poses"])
     return out
+
+
+def orientation_drift_deg(est: Trajectory, gt: Trajectory) -> float | None:
+    """RMS angle between each matched pose's orientation and the ground truth's, both taken relative to the
+    first matched pose: the rotation drift, independent of the Sim(3) fitted to the centres (which leaves the
+    rotation poorly determined when the centres barely move, as in a turn on the spot)."""
+    from geometry.metrics import associate
+    from scene.rigid import quat_wxyz_to_matrix
+
+    ei, gi = associate(est, gt)
+    if len(ei) < 2:
+        return None
+    r_est = np.array([quat_wxyz_to_matrix(q) for q in est.world_from_cam_quat_wxyz[ei]])
+    r_gt = np.array([quat_wxyz_to_matrix(q) for q in gt.world_from_cam_quat_wxyz[gi]])
+    rel_est = np.einsum("ji,njk->nik", r_est[0], r_est)  # cam0_from_cam_i
+    rel_gt = np.einsum("ji,njk->nik", r_gt[0], r_gt)
+    err = np.einsum("nji,njk->nik", rel_gt, rel_est)
+    angles = np.degrees(np.arccos(np.clip((np.trace(err, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    return float(np.sqrt(np.mean(angles ** 2)))
 
 
 def _straight_line_accuracy(est: Trajectory, gt: Trajectory) -> dict:
@@ -408,7 +430,7 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "unit translation per step) and pycolmap 4.2.1 incremental mapping (SIFT ≤ 2000 features at ≤ 640 px, "
         "sequential matching overlap 10, CPU, intrinsics fixed and given), on the same frames with the same "
         "intrinsics. ATE = RMSE of camera centres after Sim(3) alignment over the posed frames (% = of the "
-        "ground-truth path length); rot = rotation RMSE after that alignment. Tracked % is over all frames and "
+        "ground-truth path length); rot = rotation RMSE after that alignment; drift = orientation RMSE relative to the first posed frame (no alignment: what the Sim(3) of the centres cannot tell when the camera turns on the spot). Tracked % is over all frames and "
         "over the frames after initialisation. Frame time = one `System.step` (features + tracking + synchronous "
         "local mapping and loop closing); tracking time excludes them (what a tracking thread would spend), "
         "frames after initialisation. `parallax_slam_play` is the same system as the SLAM tab's Play runs it: local "
@@ -417,9 +439,9 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         f"mapping thread's, its total includes finishing the queued keyframes. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). Accuracy is from the first run; `det.` says whether all runs "
         "gave bit-identical poses.", "",
-        "| sequence | method | ATE | ATE % path | rot (°) | tracked % (all / after init) | init frame | "
+        "| sequence | method | ATE | ATE % path | rot (°) | drift (°) | tracked % (all / after init) | init frame | "
         "frame ms med / p95 | tracking ms med / p95 | stages (ms) | total (s) | det. | note |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         st = r["stage_ms"]
@@ -446,7 +468,8 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
             note = "; ".join(filter(None, [extent, note]))
         lines.append(
             f"| {r['sequence']} | {r['method']} | {_fmt(r['ate_rmse'], '.4f')} | {_fmt(r['ate_pct'], '.2f')} | "
-            f"{_fmt(r['rot_deg'], '.2f')} | {r['tracked_pct']:.1f} / {_fmt(r['tracked_after_init_pct'], '.1f')} | "
+            f"{_fmt(r['rot_deg'], '.2f')} | {_fmt(r['rot_drift_deg'], '.2f')} | "
+            f"{r['tracked_pct']:.1f} / {_fmt(r['tracked_after_init_pct'], '.1f')} | "
             f"{_fmt(r['init_frame'], 'd')} | {_fmt(r['frame_ms_median'], '.1f')} / {_fmt(r['frame_ms_p95'], '.1f')} | "
             f"{_fmt(r['tracking_ms_median'], '.1f')} / {_fmt(r['tracking_ms_p95'], '.1f')} | {stages} | "
             f"{r['total_s']:.2f} | {'yes' if r['deterministic'] else ('—' if r['deterministic'] is None else 'no')} "

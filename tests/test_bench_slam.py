@@ -14,6 +14,7 @@ from bench.run import SLAM_TITLE, replace_section
 from bench.slam_bench import RESULT_KEYS, Sequence, bench_method, markdown_section
 from bench.vo_baseline import run_vo
 from scene.model import Trajectory
+from scene.rigid import Rigid3d
 
 
 @functools.lru_cache(maxsize=None)
@@ -97,3 +98,20 @@ def test_only_slam_replaces_just_its_section(tmp_path):
     fresh.write_text("# Benchmarks\n\n## Agreement with the reference tools\n\n- note\n")
     replace_section(fresh, SLAM_TITLE, [SLAM_TITLE, "", "new", ""])
     assert fresh.read_text().index("new") < fresh.read_text().index("## Agreement")
+
+
+def test_orientation_drift_ignores_the_world_frame_and_the_centres_and_measures_the_drift():
+    from bench.slam_bench import orientation_drift_deg
+    from geometry.lie import so3_exp
+
+    timestamps, poses, _, _ = orbit(12)
+    gt = Trajectory.from_poses(timestamps, poses)
+    # Another world frame, another scale, the centres all in one place: nothing drifted.
+    world = so3_exp([0.3, -1.1, 0.4])
+    moved = [Rigid3d.from_rotation(world @ p.rotation, [1.0, 2.0, 3.0]) for p in poses]
+    assert orientation_drift_deg(Trajectory.from_poses(timestamps, moved), gt) < 1e-6
+    # Each pose turned a further 0.5 degrees about its own optical axis: errors 0, 0.5, ..., 5.5 degrees.
+    drifted = [Rigid3d.from_rotation(p.rotation @ so3_exp([0.0, 0.0, np.radians(0.5 * i)]), p.translation)
+               for i, p in enumerate(poses)]
+    expected = np.sqrt(np.mean((0.5 * np.arange(12)) ** 2))
+    assert abs(orientation_drift_deg(Trajectory.from_poses(timestamps, drifted), gt) - expected) < 1e-6
