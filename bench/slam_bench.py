@@ -131,18 +131,17 @@ def orientation_drift_deg(est: Trajectory, gt: Trajectory) -> float | None:
     """RMS angle between each matched pose's orientation and the ground truth's, both taken relative to the
     first matched pose: the rotation drift, independent of the Sim(3) fitted to the centres (which leaves the
     rotation poorly determined when the centres barely move, as in a turn on the spot)."""
+    from geometry.lie import quat_wxyz_to_rotation, rotation_angle
     from geometry.metrics import associate
-    from scene.rigid import quat_wxyz_to_matrix
 
     ei, gi = associate(est, gt)
     if len(ei) < 2:
         return None
-    r_est = np.array([quat_wxyz_to_matrix(q) for q in est.world_from_cam_quat_wxyz[ei]])
-    r_gt = np.array([quat_wxyz_to_matrix(q) for q in gt.world_from_cam_quat_wxyz[gi]])
+    r_est = quat_wxyz_to_rotation(est.world_from_cam_quat_wxyz[ei])
+    r_gt = quat_wxyz_to_rotation(gt.world_from_cam_quat_wxyz[gi])
     rel_est = np.einsum("ji,njk->nik", r_est[0], r_est)  # cam0_from_cam_i
     rel_gt = np.einsum("ji,njk->nik", r_gt[0], r_gt)
-    err = np.einsum("nji,njk->nik", rel_gt, rel_est)
-    angles = np.degrees(np.arccos(np.clip((np.trace(err, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    angles = np.degrees(rotation_angle(np.einsum("nji,njk->nik", rel_gt, rel_est)))
     return float(np.sqrt(np.mean(angles ** 2)))
 
 
@@ -151,21 +150,20 @@ def _straight_line_accuracy(est: Trajectory, gt: Trajectory) -> dict:
     fitted to the centres plus, per camera, a point one path length (each trajectory's own) along its
     optical axis -- the orientations fix the roll about the line. Errors are still the centres' only."""
     from geometry.align import umeyama
+    from geometry.lie import quat_wxyz_to_rotation, rotation_angle
     from geometry.metrics import associate
-    from scene.rigid import quat_wxyz_to_matrix
 
     ei, gi = associate(est, gt)
     c_est, c_gt = est.world_from_cam_translation[ei], gt.world_from_cam_translation[gi]
-    r_est = np.array([quat_wxyz_to_matrix(q) for q in est.world_from_cam_quat_wxyz[ei]])
-    r_gt = np.array([quat_wxyz_to_matrix(q) for q in gt.world_from_cam_quat_wxyz[gi]])
+    r_est = quat_wxyz_to_rotation(est.world_from_cam_quat_wxyz[ei])
+    r_gt = quat_wxyz_to_rotation(gt.world_from_cam_quat_wxyz[gi])
     len_est = np.linalg.norm(np.diff(c_est, axis=0), axis=1).sum()
     len_gt = np.linalg.norm(np.diff(c_gt, axis=0), axis=1).sum()
     src = np.vstack([c_est, c_est + len_est * r_est[:, :, 2]])
     dst = np.vstack([c_gt, c_gt + len_gt * r_gt[:, :, 2]])
     rotation, translation, scale = umeyama(src, dst, with_scale=True)
     errors = np.linalg.norm(scale * c_est @ rotation.T + translation - c_gt, axis=1)
-    rel = np.einsum("nji,njk->nik", r_gt, rotation @ r_est)          # gt^T (R est) per pose
-    angles = np.degrees(np.arccos(np.clip((np.trace(rel, axis1=1, axis2=2) - 1) / 2, -1, 1)))
+    angles = np.degrees(rotation_angle(np.einsum("nji,njk->nik", r_gt, rotation @ r_est)))  # gt^T (R est)
     rmse = float(np.sqrt(np.mean(errors ** 2)))
     return {"ate_rmse": rmse, "ate_pct": 100 * rmse / len_gt if len_gt > 0 else None,
             "rot_deg": float(np.sqrt(np.mean(angles ** 2))), "evaluated_poses": int(len(ei))}

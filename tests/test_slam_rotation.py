@@ -9,6 +9,7 @@ import pytest
 
 from assets import demo_camera, render_frame
 from assets.camera_paths import look_dir
+from geometry.lie import rotation_angle
 from scene.rigid import Rigid3d
 from slam.features import OrbExtractor, OrbOptions
 from slam.rotation_tracking import (RotationOptions, bearings, kabsch_rotations, pose_after_rotation,
@@ -35,7 +36,7 @@ def _frame(index: int, cam_from_world: Rigid3d) -> Frame:
 
 
 def _angle_deg(r: np.ndarray) -> float:
-    return math.degrees(math.acos(np.clip((np.trace(r) - 1.0) / 2.0, -1.0, 1.0)))
+    return math.degrees(rotation_angle(r))
 
 
 def test_kabsch_recovers_a_rotation_from_two_bearings_and_from_many():
