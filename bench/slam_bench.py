@@ -222,7 +222,8 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
             stages["loop"].append(t["loop"])   # place recognition + loop search on keyframes that close none
         tracked.append(result.cam_from_world is not None)
         rotation_only += result.rotation_only
-    system.wait_for_mapping()  # the last keyframes are mapped before the clock stops and the poses are read
+    # The last keyframes are mapped and the frames' poses refined before the clock stops and the poses are read.
+    system.finish()
     total_s = time.perf_counter() - t0
     system.close()
     if background:

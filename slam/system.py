@@ -19,7 +19,8 @@ After a correction a global bundle adjustment refines every keyframe and point (
 ``MappingOptions.global_ba_iterations``).
 
 Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
-the keyframes when local bundle adjustment moves them.
+the keyframes when local bundle adjustment moves them. ``finish()`` (which ``result`` and ``to_scene`` call)
+then solves each map-posed frame's pose again against the settled map (``slam.frame_refinement``).
 """
 from __future__ import annotations
 
@@ -37,6 +38,7 @@ from scene.progress import CallbackProgress, NullProgress
 from scene.rigid import Rigid3d
 from slam.background_mapping import BackgroundMapper
 from slam.features import OrbExtractor, OrbOptions, PyramidPlan
+from slam.frame_refinement import frame_matches, refine_frame_poses, refinement_state
 from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
@@ -75,6 +77,8 @@ class SlamOptions:
     rotation: RotationOptions = field(default_factory=RotationOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
+    # System.finish solves each map-posed frame's pose again against the finished map (slam.frame_refinement).
+    refine_frames: bool = True
     # Play mode extracts ORB in a process of its own (``slam.extractor_process``): same features, no GIL
     # shared with the mapping thread. Off: in this process, as Step mode always does.
     play_extraction_process: bool = True
@@ -148,6 +152,8 @@ class System:
         self.frame_reference_kf: list[int] = []
         self.frame_cam_from_ref: list[Rigid3d | None] = []
         self.frame_refs: list = []
+        self.frame_matches: list = []   # slam.frame_refinement.FrameMatches of map-posed frames, else None
+        self._refined_state: bytes | None = None   # what finish() last refined (slam.frame_refinement)
         self.recognizer = PlaceRecognizer(self.options.bow)
         self.loop_closer = LoopCloser(self.options.loop)
         self.loop_events: list[LoopEvent] = []
@@ -268,6 +274,7 @@ class System:
             self.frame_reference_kf.append(-1)
             self.frame_cam_from_ref.append(None)
             self.frame_refs.append(ref)
+            self.frame_matches.append(None)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         return StepResult(index, timestamp, self.state, None, np.zeros((0, 2)), np.zeros(0, np.int8),
                           np.zeros(0, np.int64), 0, False, reason, timings, loop_closures=self.loop_closures)
@@ -287,9 +294,12 @@ class System:
         if frame.cam_from_world is None or self._reference_kf < 0:
             self.frame_reference_kf.append(-1)
             self.frame_cam_from_ref.append(None)
+            self.frame_matches.append(None)
         else:
             self.frame_reference_kf.append(self._reference_kf)
             self.frame_cam_from_ref.append(frame.cam_from_world * self.map.kf_pose(self._reference_kf).inverse())
+            self.frame_matches.append(frame_matches(frame.point_ids, frame.features.keypoints_xy,
+                                                    self.options.tracking.min_tracked))
 
     # --- initialisation -------------------------------------------------------------------------------
     def _initialize(self, frame: Frame, timings: dict) -> StepResult:
@@ -604,10 +614,27 @@ class System:
             out.append((ts, None if k < 0 or rel is None else rel * self.map.kf_pose(k)))
         return out
 
-    def result(self):
-        """``slam.export.SlamResult`` (copied arrays, sendable as a message) once the queued keyframes are mapped."""
-        from slam.export import result_of
+    def finish(self) -> dict:
+        """End of a run (or before an export): wait for the queued keyframes to be mapped, then solve every
+        map-posed frame's pose again against the map as it is now (``slam.frame_refinement``; off with
+        ``options.refine_frames``). Tracking may go on afterwards; call it again before the next export."""
         self.wait_for_mapping()
+        if not self.options.refine_frames:
+            return {}
+        with self.reading():
+            # Once per state of frames and map: a second export of the same run writes the same poses.
+            state = refinement_state(self.map, len(self.frame_timestamps))
+            if state == self._refined_state:
+                return {}
+            stats = refine_frame_poses(self.camera, self.map, self.frame_reference_kf, self.frame_cam_from_ref,
+                                       self.frame_matches, self.options.tracking.min_tracked)
+            self._refined_state = state
+            return stats
+
+    def result(self):
+        """``slam.export.SlamResult`` (copied arrays, sendable as a message) after ``finish``."""
+        from slam.export import result_of
+        self.finish()
         return result_of(self)
 
     def to_scene(self, scene) -> dict:

@@ -44,6 +44,7 @@ def run(loop_closure: bool):
 
 def ate_percent(system: System) -> float:
     timestamps, poses, _ = orbit()
+    system.finish()
     est = [(ts, p) for ts, p in system.frame_poses() if p is not None]
     estimate = Trajectory.from_poses([ts for ts, _ in est], [p.inverse() for _, p in est])
     return evaluate(estimate, Trajectory.from_poses(timestamps, poses))["ate_percent_of_path"]

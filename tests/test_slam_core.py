@@ -48,6 +48,8 @@ def slam_run(name: str):
 
 
 def estimated_trajectory(system: System) -> Trajectory:
+    """The trajectory the system delivers: after ``finish`` (mapping settled, frames refined)."""
+    system.finish()
     poses = [(ts, p) for ts, p in system.frame_poses() if p is not None]
     return Trajectory.from_poses([ts for ts, _ in poses], [p.inverse() for _, p in poses])
 
