@@ -22,7 +22,7 @@ from slam.tracking import POSE_GATE_PX
 FrameMatches = tuple[np.ndarray, np.ndarray]   # (map point ids int32 (K,), pixels float32 (K, 2))
 
 
-def frame_matches(point_ids: np.ndarray, keypoints_xy: np.ndarray, min_tracked: int) -> FrameMatches | None:
+def compact_matches(point_ids: np.ndarray, keypoints_xy: np.ndarray, min_tracked: int) -> FrameMatches | None:
     """A tracked frame's inlier matches, compact (12 bytes each); None below ``min_tracked`` (no map pose)."""
     kp = np.flatnonzero(point_ids >= 0)
     if len(kp) < min_tracked:

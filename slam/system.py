@@ -38,7 +38,7 @@ from scene.progress import CallbackProgress, NullProgress
 from scene.rigid import Rigid3d
 from slam.background_mapping import BackgroundMapper
 from slam.features import OrbExtractor, OrbOptions, PyramidPlan
-from slam.frame_refinement import frame_matches, refine_frame_poses, refinement_state
+from slam.frame_refinement import compact_matches, refine_frame_poses, refinement_state
 from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
@@ -298,8 +298,8 @@ class System:
         else:
             self.frame_reference_kf.append(self._reference_kf)
             self.frame_cam_from_ref.append(frame.cam_from_world * self.map.kf_pose(self._reference_kf).inverse())
-            self.frame_matches.append(frame_matches(frame.point_ids, frame.features.keypoints_xy,
-                                                    self.options.tracking.min_tracked))
+            self.frame_matches.append(compact_matches(frame.point_ids, frame.features.keypoints_xy,
+                                                      self.options.tracking.min_tracked))
 
     # --- initialisation -------------------------------------------------------------------------------
     def _initialize(self, frame: Frame, timings: dict) -> StepResult:

@@ -8,7 +8,7 @@ from assets import demo_camera
 from geometry.camera_models import project
 from geometry.evaluate import evaluate
 from scene.rigid import Rigid3d
-from slam.frame_refinement import frame_matches, refine_frame_poses, refinement_state
+from slam.frame_refinement import compact_matches, refine_frame_poses, refinement_state
 from slam.map import SlamMap
 from slam.system import SlamOptions, System
 from tests.test_slam_core import ground_truth, rendered
@@ -41,14 +41,14 @@ def _matches_seen_from(m: SlamMap, camera, pose: Rigid3d, ids: np.ndarray):
     return ids.astype(np.int32), xy.astype(np.float32)
 
 
-def test_frame_matches_keep_the_matched_keypoints_compactly_or_none_below_the_minimum():
+def test_compact_matches_keep_the_matched_keypoints_compactly_or_none_below_the_minimum():
     ids = np.array([-1, 4, -1, 7, 9], np.int64)
     xy = np.arange(10, dtype=np.float64).reshape(5, 2) + 0.25
-    kept = frame_matches(ids, xy, min_tracked=3)
+    kept = compact_matches(ids, xy, min_tracked=3)
     assert kept[0].dtype == np.int32 and kept[1].dtype == np.float32
     np.testing.assert_array_equal(kept[0], [4, 7, 9])
     np.testing.assert_array_equal(kept[1], xy[[1, 3, 4]].astype(np.float32))
-    assert frame_matches(ids, xy, min_tracked=4) is None  # a frame posed by rotation alone holds none
+    assert compact_matches(ids, xy, min_tracked=4) is None  # a frame posed by rotation alone holds none
 
 
 def test_a_frame_tracked_off_its_true_pose_is_solved_back_onto_it():
