@@ -11,7 +11,7 @@ import pytest
 
 from assets import camera_path, demo_camera, render_frame
 from bench.run import SLAM_TITLE, replace_section
-from bench.slam_bench import RESULT_KEYS, Sequence, bench_method, markdown_section
+from bench.slam_bench import RESULT_KEYS, Sequence, bench_method, markdown_section, median_run
 from bench.vo_baseline import run_vo
 from scene.model import Trajectory
 from scene.rigid import Rigid3d
@@ -73,6 +73,25 @@ def test_slam_bench_returns_the_documented_keys(tmp_path):
     assert vo["tracked"] == 30 and vo["deterministic"] is None
     lines = markdown_section(rows, runs=2, pycolmap_runs=1)
     assert lines[0] == SLAM_TITLE and sum(line.startswith("| orbit30 |") for line in lines) == 3
+
+
+def test_runs_that_differ_are_reported_by_the_run_with_the_median_ate():
+    runs = [{"ate_pct": 0.67}, {"ate_pct": 0.11}, {"ate_pct": 0.29}]
+    assert median_run(runs) == 2
+    assert median_run(runs[:2]) == 1                                  # even count: the lower middle
+    assert median_run([{"ate_pct": None}, {"ate_pct": 0.4}, {"ate_pct": 0.2}]) == 2
+    assert median_run([{"ate_pct": None}, {"ate_pct": None}]) == 0
+
+
+def test_the_note_lists_every_runs_ate_where_the_runs_differ(tmp_path):
+    timestamps, poses, images, camera = orbit(30)
+    gt = Trajectory.from_poses(timestamps, poses)
+    seq = Sequence("orbit30", images, np.asarray(timestamps), camera, gt, tmp_path, [f"{i}.png" for i in range(30)])
+    row = bench_method("parallax_slam", seq, runs=1)
+    assert row["ate_pct_runs"] is None
+    differing = dict(row, method="parallax_slam_play", deterministic=False, ate_pct_runs=[0.67, 0.11, 0.29])
+    line = [x for x in markdown_section([differing], runs=3, pycolmap_runs=1) if x.startswith("| orbit30 |")][0]
+    assert "ATE % per run 0.67 / 0.11 / 0.29" in line and "| no |" in line
 
 
 def test_bench_method_rejects_unknown_methods(tmp_path):
