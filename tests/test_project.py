@@ -235,9 +235,15 @@ def test_save_killed_mid_write_leaves_a_loadable_project(tmp_path):
     killed_during_staging = 0
     for attempt in range(6):
         proc = subprocess.Popen([sys.executable, str(script), str(folder), str(ROOT)], stdout=subprocess.PIPE, text=True)
-        # wait for at least one complete save, then kill at a random moment of a later one
+        # wait for at least one complete save, then kill at a random moment of a later one; every other attempt
+        # kills as soon as a save is seen staging, so the kill lands inside a save however fast the machine saves
         assert proc.stdout.readline().strip(), "saver produced nothing"
-        time.sleep(float(rng.uniform(0.05, 0.6)))
+        if attempt % 2:
+            deadline = time.monotonic() + 20
+            while not (folder / ".staging").exists() and time.monotonic() < deadline:
+                time.sleep(0.001)
+        else:
+            time.sleep(float(rng.uniform(0.05, 0.6)))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         killed_during_staging += (folder / ".staging").exists()
