@@ -298,8 +298,10 @@ class System:
         else:
             self.frame_reference_kf.append(self._reference_kf)
             self.frame_cam_from_ref.append(frame.cam_from_world * self.map.kf_pose(self._reference_kf).inverse())
-            self.frame_matches.append(compact_matches(frame.point_ids, frame.features.keypoints_xy,
-                                                      self.options.tracking.min_tracked))
+            # A keyframe's frame takes its keyframe's pose at refinement: its matches are not needed.
+            keyframe = frame.index == self._last_keyframe_frame
+            self.frame_matches.append(None if keyframe else compact_matches(
+                frame.point_ids, frame.features.keypoints_xy, self.options.tracking.min_tracked))
 
     # --- initialisation -------------------------------------------------------------------------------
     def _initialize(self, frame: Frame, timings: dict) -> StepResult:

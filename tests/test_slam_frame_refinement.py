@@ -22,7 +22,7 @@ def _pose(yaw_deg: float, centre) -> Rigid3d:
     return Rigid3d.from_rotation(world_from_cam, np.asarray(centre, np.float64)).inverse()
 
 
-def _map_with_points(camera, n: int = 200, seed: int = 0) -> SlamMap:
+def _map_with_points(n: int = 200, seed: int = 0) -> SlamMap:
     rng = np.random.default_rng(seed)
     xyz = np.column_stack((rng.uniform(-1.5, 1.5, n), rng.uniform(-1.0, 1.0, n), rng.uniform(3.0, 6.0, n)))
     m = SlamMap()
@@ -53,7 +53,7 @@ def test_compact_matches_keep_the_matched_keypoints_compactly_or_none_below_the_
 
 def test_a_frame_tracked_off_its_true_pose_is_solved_back_onto_it():
     camera = demo_camera()
-    m = _map_with_points(camera)
+    m = _map_with_points()
     kf_pose = _pose(0.0, [0.0, 0.0, 0.0])
     k = _add_keyframe(m, camera, kf_pose, frame_index=0)
     true = _pose(4.0, [0.12, -0.03, 0.05])
@@ -70,7 +70,7 @@ def test_a_frame_tracked_off_its_true_pose_is_solved_back_onto_it():
 
 def test_a_frame_without_enough_live_points_keeps_its_pose_and_a_keyframes_frame_takes_the_keyframe_pose():
     camera = demo_camera()
-    m = _map_with_points(camera)
+    m = _map_with_points()
     kf_pose = _pose(0.0, [0.0, 0.0, 0.0])
     _add_keyframe(m, camera, _pose(-2.0, [-0.05, 0.0, 0.0]), frame_index=0)
     k1 = _add_keyframe(m, camera, kf_pose, frame_index=2)
@@ -92,7 +92,7 @@ def test_a_frame_without_enough_live_points_keeps_its_pose_and_a_keyframes_frame
 
 def test_the_refinement_state_changes_with_frames_keyframe_poses_points_and_culling():
     camera = demo_camera()
-    m = _map_with_points(camera)
+    m = _map_with_points()
     k = _add_keyframe(m, camera, _pose(0.0, [0.0, 0.0, 0.0]), frame_index=0)
     state = refinement_state(m, 5)
     assert refinement_state(m, 5) == state
