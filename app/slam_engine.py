@@ -173,6 +173,7 @@ class SlamEngine:
         self._step_times: deque = deque(maxlen=30)
         self._last_result = None
         self._last_image = None
+        self._ahead = None  # (index, frame) read ahead in Play
         self._clock_anchor: Optional[tuple[float, float]] = None  # (wall time, source timestamp)
 
     def serve(self, commands) -> None:
@@ -235,6 +236,7 @@ class SlamEngine:
         self._step_times.clear()
         self._last_result = None
         self._last_image = None
+        self._ahead = None
         self._clock_anchor = None
 
     def _handle(self, name: str, *args) -> None:
@@ -309,15 +311,32 @@ class SlamEngine:
     def _process_next(self) -> None:
         if self._next_index >= len(self.source):
             return
-        frame = self.source.read(self._next_index)
+        frame = self._read(self._next_index)
+        # Play reads one frame ahead: the extraction process works on it while this frame is tracked.
+        self._ahead = self._read_ahead(self._next_index + 1) if self.system.background_mapping else None
         t0 = time.perf_counter()
-        result = self.system.step(frame.image, frame.timestamp, ref=frame.ref)
+        result = self.system.step(frame.image, frame.timestamp, ref=frame.ref,
+                                  next_image=None if self._ahead is None else self._ahead[1].image)
         self._step_times.append((time.perf_counter(), time.perf_counter() - t0))
         self._last_result = result
         self._last_image = frame.image
         self._history_frames.append(self._next_index)
         self._history_tracked.append(int(result.num_tracked))
         self._next_index += 1
+
+    def _read(self, index: int):
+        if self._ahead is not None and self._ahead[0] == index:
+            return self._ahead[1]
+        return self.source.read(index)
+
+    def _read_ahead(self, index: int):
+        """(index, frame), or None past the end or where the frame cannot be read (its own turn reports it)."""
+        if index >= len(self.source):
+            return None
+        try:
+            return index, self.source.read(index)
+        except Exception:  # noqa: BLE001 - read again, and reported, when the frame's turn comes
+            return None
 
     def _end_of_source(self) -> None:
         self._playing, self._target = False, None

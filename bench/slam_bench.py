@@ -208,8 +208,10 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
     frame_ms, tracking_ms, stages = [], [], {"features": [], "init": [], "track": [], "mapping": [], "loop": []}
     tracked, init_frame, rotation_only = [], None, 0
     t0 = time.perf_counter()
-    for image, ts in zip(seq.images, seq.timestamps):
-        result = system.step(image, float(ts))
+    for i, (image, ts) in enumerate(zip(seq.images, seq.timestamps)):
+        # Play reads one frame ahead, as the tab does: its features are extracted while this frame is tracked.
+        ahead = seq.images[i + 1] if background and i + 1 < len(seq.images) else None
+        result = system.step(image, float(ts), next_image=ahead)
         t = result.timings_ms
         frame_ms.append(t.get("total", 0.0))
         tracking_ms.append(t.get("total", 0.0) - t.get("mapping", 0.0))

@@ -79,7 +79,8 @@ def _load_kernels(extractor: OrbExtractor) -> None:
 
 
 class ProcessExtractor:
-    """``extract(image, camera) -> Features`` run by a spawned process; ``close()`` ends it.
+    """``extract(image, camera) -> Features`` run by a spawned process; ``close()`` ends it. ``submit`` then
+    ``collect`` split one extraction in two, so the caller can work while the process extracts.
 
     The process starts at construction without waiting for it (about 1-2 s of imports and kernel loading);
     ``wait_ready`` or the first ``extract`` waits. A process that cannot start or dies raises EOFError or
@@ -92,6 +93,7 @@ class ProcessExtractor:
         weakref.finalize(self, self._channel.close)
         self._channel.send("start", options=asdict(options or OrbOptions()))
         self._ready = False
+        self._pending = False   # a request sent whose reply was not read yet
 
     def wait_ready(self) -> None:
         if self._ready:
@@ -106,9 +108,29 @@ class ProcessExtractor:
         return self._process.pid
 
     def extract(self, image, camera: Camera) -> Features:
+        self.submit(image, camera)
+        return self.collect()
+
+    def submit(self, image, camera: Camera) -> None:
+        """Start extracting ``image``; ``collect`` returns its features. One request at a time: submit again
+        only after collect."""
         self.wait_ready()
+        if self._pending:
+            raise RuntimeError("ProcessExtractor.submit: the last request was not collected")
         # Gray here: a third of the bytes through the pipe, and the same conversion the extractor makes.
         self._channel.send("extract", image=_as_gray(image), camera=camera_fields(camera))
+        self._pending = True
+
+    @property
+    def pending(self) -> bool:
+        return self._pending
+
+    def collect(self) -> Features:
+        """The features of the submitted image (waits for them); its error, raised here as the extractor
+        in this process would have raised it."""
+        if not self._pending:
+            raise RuntimeError("ProcessExtractor.collect: nothing was submitted")
+        self._pending = False
         kind, reply = self._channel.recv()
         if kind == "error":
             raise _ERRORS.get(reply["type"], RuntimeError)(reply["message"])

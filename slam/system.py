@@ -116,12 +116,24 @@ class RunSummary:
     rotation_only: int = 0           # of the tracked frames, those posed by rotation alone
 
 
+def _same_array(a, b) -> bool:
+    """True when a and b are the same pixels in memory: the same array, or equal views of one buffer
+    (``frames[i]`` of a stacked array is a new view object each time)."""
+    if a is b:
+        return True
+    if not isinstance(a, np.ndarray) or not isinstance(b, np.ndarray):
+        return False
+    return (a.__array_interface__["data"][0] == b.__array_interface__["data"][0] and a.shape == b.shape
+            and a.strides == b.strides and a.dtype == b.dtype)
+
+
 class System:
     def __init__(self, camera: Camera, options: SlamOptions | None = None):
         self.camera = camera
         self.options = options or SlamOptions()
         self._extractor = OrbExtractor(self.options.orb)
         self._play_extractor = None  # slam.extractor_process.ProcessExtractor, started by the first Play
+        self._prefetched = None      # (frame index, image) sent ahead to the extraction process
         self.map_lock = MapLock()
         self._mapper: BackgroundMapper | None = None
         # ORB-SLAM's InterruptBA: set by tracking when it wants a keyframe while mapping is busy; local BA
@@ -146,6 +158,7 @@ class System:
         self._reference_kf = -1
         self._rotation_frames = 0                      # consecutive frames posed by rotation alone
         self._frame_count = 0
+        self._drop_prefetch()
         self._current_ref = None
         # Per processed frame: timestamp, reference keyframe (-1: no pose), pose relative to it.
         self.frame_timestamps: list[float] = []
@@ -210,25 +223,64 @@ class System:
 
     def _stop_play_extractor(self) -> None:
         extractor, self._play_extractor = self._play_extractor, None
+        self._prefetched = None
         if extractor is not None:
             extractor.close()
 
-    def _extract(self, img):
-        """Features of a frame: in the extraction process during Play, else here (same features either way)."""
-        if self._mapper is not None and self._play_extractor is not None:
+    def _extract(self, image, img):
+        """Features of a frame (``image`` as given to step, ``img`` checked): in the extraction process during
+        Play, started by the last step when it was given this image ahead, else here (same features)."""
+        extractor = self._play_extractor if self._mapper is not None else None
+        if extractor is not None:
             try:
-                return self._play_extractor.extract(img, self.camera)
+                if extractor.pending and self._prefetched is not None \
+                        and self._prefetched[0] == self._frame_count - 1 and _same_array(self._prefetched[1], image):
+                    return extractor.collect()
+                self._drop_prefetch()
+                return extractor.extract(img, self.camera)
             except (EOFError, OSError) as exc:  # the process died: carry on here, nothing is lost
                 log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
                 self._stop_play_extractor()
         return self._extractor.extract(img, self.camera)
+
+    def _prefetch(self, next_image) -> None:
+        """Play: send the next frame to the extraction process now, so it is extracted while this frame is
+        tracked (the two cores work at once; the next step collects the features)."""
+        extractor = self._play_extractor if self._mapper is not None else None
+        if next_image is None or extractor is None:
+            return
+        try:
+            self._drop_prefetch()
+            extractor.submit(self._check_image(next_image), self.camera)
+        except ParallaxError:
+            return  # the next step reports the unusable frame itself
+        except (EOFError, OSError) as exc:
+            log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
+            self._stop_play_extractor()
+            return
+        self._prefetched = (self._frame_count, next_image)  # held: no other array can take its memory
+
+    def _drop_prefetch(self) -> None:
+        """Read and discard a reply nobody will collect (a prefetched frame that was not stepped next)."""
+        self._prefetched = None
+        extractor = self._play_extractor
+        if extractor is not None and extractor.pending:
+            try:
+                extractor.collect()
+            except (ParallaxError, ValueError, TypeError, cv2.error):
+                pass  # that frame's error; it was not stepped
+            except (EOFError, OSError):
+                self._stop_play_extractor()  # the next Play extracts here
 
     @property
     def loop_closures(self) -> int:
         return self.loop_closer.loop_closures
 
     # --- one frame ----------------------------------------------------------------------------------
-    def step(self, image, timestamp: float | None = None, ref=None) -> StepResult:
+    def step(self, image, timestamp: float | None = None, ref=None, next_image=None) -> StepResult:
+        """Track one frame. ``next_image``: the image the next call will be given, when the caller reads ahead
+        (Play): in Play mode its features are extracted while this frame is tracked. That call must be given the
+        same array (or a view of the same pixels), unchanged; any other image is extracted as usual."""
         t_start = time.perf_counter()
         index = self._frame_count
         self._frame_count += 1
@@ -236,9 +288,11 @@ class System:
         timings: dict = {}
         try:
             img = self._check_image(image)
-            features = self._extract(img)
+            features = self._extract(image, img)
         except (ParallaxError, ValueError, TypeError, cv2.error) as exc:
+            self._prefetch(next_image)
             return self._failed(index, timestamp, f"unusable frame: {exc}", timings, t_start, ref)
+        self._prefetch(next_image)
         frame = Frame.build(index, timestamp, features, img)
         timings["features"] = 1000 * (time.perf_counter() - t_start)
         t_lock = time.perf_counter()

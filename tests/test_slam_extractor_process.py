@@ -86,3 +86,68 @@ def test_a_dropped_extractor_lets_its_process_end():
     del process
     gc.collect()
     assert child.wait(30.0) == 0  # it read EOF and returned
+
+
+def test_submit_and_collect_split_one_extraction(extractor):
+    _, _, frames = rendered("orbit")
+    camera = demo_camera()
+    with pytest.raises(RuntimeError, match="nothing was submitted"):
+        extractor.collect()
+    extractor.submit(frames[3], camera)
+    assert extractor.pending
+    with pytest.raises(RuntimeError, match="not collected"):
+        extractor.submit(frames[4], camera)
+    a, b = extractor.collect(), OrbExtractor().extract(frames[3], camera)
+    assert not extractor.pending
+    for name in FIELDS:
+        assert np.array_equal(getattr(a, name), getattr(b, name), equal_nan=True), name
+
+
+def _keypoints(camera, image):
+    return OrbExtractor().extract(image, camera).keypoints_xy
+
+
+def test_play_reading_ahead_extracts_the_next_frame_while_tracking_with_the_same_features():
+    timestamps, _, stacked = rendered("forward_walk")
+    camera = demo_camera()
+    system = System(camera)
+    system.set_background_mapping(True)
+    results = []
+    for i in range(25):
+        # stacked[i] is a new view each time: the next call's view of the same pixels still collects.
+        results.append(system.step(stacked[i], timestamps[i], next_image=stacked[i + 1]))
+        assert system._play_extractor.pending  # the next frame is being extracted
+    for i in (0, 12, 24):
+        assert np.array_equal(results[i].keypoints_xy, _keypoints(camera, stacked[i]))
+    assert system.initialized_at_frame is not None
+    assert all(r.cam_from_world is not None for r in results[system.initialized_at_frame:])
+
+    # The caller steps another frame than the one it announced: that frame's features, not the announced one's.
+    other = stacked[40].copy()
+    r = system.step(other, timestamps[25])
+    assert np.array_equal(r.keypoints_xy, _keypoints(camera, other))
+    assert not system._play_extractor.pending
+    # An announced frame the extractor refuses: the frame's own step reports it, and Play goes on.
+    small = np.zeros((240, 320, 3), np.uint8)
+    system.step(stacked[26], timestamps[26], next_image=small)
+    bad = system.step(small, timestamps[27], next_image=stacked[28])
+    assert bad.cam_from_world is None and "320x240" in bad.reason
+    r = system.step(stacked[28], timestamps[28])
+    assert r.cam_from_world is not None
+    # A reset forgets the announced frame; the first frame after it is extracted afresh.
+    system.step(stacked[29], timestamps[29], next_image=stacked[30])
+    system.reset()
+    first = stacked[50].copy()
+    r = system.step(first, 0.0)
+    assert np.array_equal(r.keypoints_xy, _keypoints(camera, first))
+    system.close()
+
+
+def test_step_mode_ignores_the_frame_read_ahead():
+    timestamps, _, stacked = rendered("forward_walk")
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    system.set_background_mapping(False)  # the process stays, Step extracts here
+    system.step(stacked[0], timestamps[0], next_image=stacked[1])
+    assert not system._play_extractor.pending
+    system.close()
