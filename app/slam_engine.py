@@ -65,7 +65,7 @@ class SlamSnapshot:
     keyframes: int
     map_points: int
     loop_closures: int
-    track_ms: float  # total step time of the last frame
+    track_ms: float  # median step time over the last ~second of processing
     fps: float  # frames per second over the last ~second of processing
     # 3D, in the display world: the ground truth's frame when aligned, else the SLAM map's own frame.
     aligned_to_gt: bool
@@ -356,15 +356,23 @@ class SlamEngine:
         self._send("results", result=result.to_fields(), warning=warning)
 
     # --- snapshot building ----------------------------------------------------------------------
-    def _fps(self) -> float:
+    def _recent_steps(self) -> list[tuple[float, float]]:
+        """(end time, seconds) of the steps that ended within the last second of processing."""
         times = list(self._step_times)
-        if len(times) < 2:
-            return 0.0
-        recent = [t for t in times if times[-1][0] - t[0] <= 1.0]
+        return [t for t in times if times[-1][0] - t[0] <= 1.0] if times else []
+
+    def _fps(self) -> float:
+        recent = self._recent_steps()
         if len(recent) < 2:
             return 0.0
         span = recent[-1][0] - recent[0][0]
         return (len(recent) - 1) / span if span > 0 else 0.0
+
+    def _step_ms(self) -> float:
+        """Median step time over the last second: a keyframe's mapping or a loop closure shows in it
+        without making the number jump from frame to frame."""
+        recent = self._recent_steps()
+        return 1000.0 * float(np.median([d for _, d in recent])) if recent else 0.0
 
     def _display_image(self) -> tuple[Optional[np.ndarray], tuple[int, int]]:
         import cv2
@@ -447,7 +455,7 @@ class SlamEngine:
             if result.rotation_only:
                 reason = "posed by rotation alone: the map is out of view and the turn shows no parallax " \
                          "(position held until map points come back)"
-            ms = float(result.timings_ms.get("total", 0.0))
+            ms = self._step_ms()
         return SlamSnapshot(
             frame_index=self._next_index - 1, total_frames=total,
             running=self._playing or self._target is not None, finished=self._finished,

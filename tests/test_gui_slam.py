@@ -257,3 +257,15 @@ def test_an_engine_that_dies_is_reported_and_the_worker_ends(qtbot, demo_folder)
         worker.wait(30000)
     assert "SLAM engine stopped unexpectedly" in failures[0]
     worker.play()  # commands to a dead engine are dropped, not raised
+
+
+def test_tracking_reads_the_median_step_time_over_the_last_second():
+    from app.slam_engine import SlamEngine
+
+    engine = SlamEngine("unused", None, None, send=lambda *a, **k: None)
+    assert engine._step_ms() == 0.0 and engine._fps() == 0.0
+    # A 300 ms frame 2.9 s before the last (outside the window), then 10 ms frames 0.1 s apart, an 80 ms one last.
+    steps = [(0.0, 0.300)] + [(2.0 + 0.1 * i, 0.010) for i in range(9)] + [(2.9, 0.080)]
+    engine._step_times.extend(steps)
+    assert engine._step_ms() == pytest.approx(10.0)   # neither the keyframe nor the old frame moves it
+    assert engine._fps() == pytest.approx(10.0)
