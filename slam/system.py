@@ -227,6 +227,10 @@ class System:
         if extractor is not None:
             extractor.close()
 
+    def _lose_play_extractor(self, exc: BaseException) -> None:
+        log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
+        self._stop_play_extractor()
+
     def _extract(self, image, img):
         """Features of a frame (``image`` as given to step, ``img`` checked): in the extraction process during
         Play, started by the last step when it was given this image ahead, else here (same features)."""
@@ -239,8 +243,7 @@ class System:
                 self._drop_prefetch()
                 return extractor.extract(img, self.camera)
             except (EOFError, OSError) as exc:  # the process died: carry on here, nothing is lost
-                log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
-                self._stop_play_extractor()
+                self._lose_play_extractor(exc)
         return self._extractor.extract(img, self.camera)
 
     def _prefetch(self, next_image) -> None:
@@ -255,8 +258,7 @@ class System:
         except ParallaxError:
             return  # the next step reports the unusable frame itself
         except (EOFError, OSError) as exc:
-            log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
-            self._stop_play_extractor()
+            self._lose_play_extractor(exc)
             return
         self._prefetched = (self._frame_count, next_image)  # held: no other array can take its memory
 
@@ -269,8 +271,8 @@ class System:
                 extractor.collect()
             except (ParallaxError, ValueError, TypeError, cv2.error):
                 pass  # that frame's error; it was not stepped
-            except (EOFError, OSError):
-                self._stop_play_extractor()  # the next Play extracts here
+            except (EOFError, OSError) as exc:
+                self._lose_play_extractor(exc)
 
     @property
     def loop_closures(self) -> int:

@@ -151,3 +151,18 @@ def test_step_mode_ignores_the_frame_read_ahead():
     system.step(stacked[0], timestamps[0], next_image=stacked[1])
     assert not system._play_extractor.pending
     system.close()
+
+
+def test_a_process_that_dies_with_a_frame_read_ahead_loses_no_frame(caplog):
+    timestamps, _, stacked = rendered("forward_walk")
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    results = [system.step(stacked[i], timestamps[i], next_image=stacked[i + 1]) for i in range(20)]
+    assert system._play_extractor.pending
+    os.kill(system._play_extractor.pid, signal.SIGKILL)
+    with caplog.at_level(logging.WARNING, logger="slam.system"):
+        results += [system.step(stacked[i], timestamps[i], next_image=stacked[i + 1]) for i in range(20, 40)]
+    assert any("extraction process ended" in r.getMessage() for r in caplog.records)
+    assert system._play_extractor is None
+    assert [r.frame_index for r in results[system.initialized_at_frame:] if r.cam_from_world is None] == []
+    system.close()
