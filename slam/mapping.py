@@ -74,16 +74,30 @@ def keyframe_needed(slam_map: SlamMap, frame: Frame, reference_kf: int, frames_s
     tracked = frame.num_tracked
     if tracked < options.keyframe_min_tracked or reference_kf < 0:
         return False
-    ids = slam_map.kf_point_ids[reference_kf]
-    ids = ids[ids >= 0]
-    min_obs = 3 if slam_map.num_keyframes > 2 else 2
-    ref_points = int(np.count_nonzero(slam_map.observation_counts()[ids] >= min_obs))
+    ref_points, ref_ids = _reference_points(slam_map, reference_kf)
     ratio = options.keyframe_tracked_ratio
     if frames_since_keyframe >= options.keyframe_max_frames:
-        return tracked < ratio * ref_points or tracked < 0.5 * len(ids)
+        return tracked < ratio * ref_points or tracked < 0.5 * ref_ids
     if frames_since_keyframe < options.keyframe_min_frames:
         return tracked < options.keyframe_urgent_ratio * ref_points
     return tracked < ratio * ref_points
+
+
+def keyframe_urgent(slam_map: SlamMap, frame: Frame, reference_kf: int, options: MappingOptions) -> bool:
+    """The frame tracks under the urgent ratio of the reference keyframe's points: the map is slipping out of
+    view, and a keyframe cannot wait for long."""
+    if reference_kf < 0:
+        return False
+    return frame.num_tracked < options.keyframe_urgent_ratio * _reference_points(slam_map, reference_kf)[0]
+
+
+def _reference_points(slam_map: SlamMap, reference_kf: int) -> tuple[int, int]:
+    """(points of the reference keyframe seen at least 3 times, or twice while the map has 2 keyframes; all its
+    points)."""
+    ids = slam_map.kf_point_ids[reference_kf]
+    ids = ids[ids >= 0]
+    min_obs = 3 if slam_map.num_keyframes > 2 else 2
+    return int(np.count_nonzero(slam_map.observation_counts()[ids] >= min_obs)), len(ids)
 
 
 def insert_keyframe(slam_map: SlamMap, frame: Frame, name: str = "", ref=None) -> int:

@@ -44,7 +44,7 @@ from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
 from slam.map_lock import NO_LOCK, MapLock
 from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyframe, keyframe_needed,
-                          process_keyframe)
+                          keyframe_urgent, process_keyframe)
 from slam.place_recognition import BowOptions, PlaceRecognizer
 from slam.rotation_tracking import RotationOptions, pose_after_rotation, track_rotation
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
@@ -157,6 +157,7 @@ class System:
         self._last_keyframe_frame = -1
         self._reference_kf = -1
         self._rotation_frames = 0                      # consecutive frames posed by rotation alone
+        self._keyframe_overdue = False                 # Play: an urgent keyframe was refused, mapping being busy
         self._frame_count = 0
         self._drop_prefetch()
         self._current_ref = None
@@ -297,6 +298,11 @@ class System:
         self._prefetch(next_image)
         frame = Frame.build(index, timestamp, features, img)
         timings["features"] = 1000 * (time.perf_counter() - t_start)
+        if self._keyframe_overdue and self._mapper is not None:
+            t_wait = time.perf_counter()
+            self._mapper.wait_idle()  # outside map_lock: mapping needs it to finish
+            timings["mapping_wait"] = 1000 * (time.perf_counter() - t_wait)
+        self._keyframe_overdue = False
         t_lock = time.perf_counter()
         with self.reading():
             timings["lock_wait"] = 1000 * (time.perf_counter() - t_lock)
@@ -515,6 +521,9 @@ class System:
             keyframe = self._mapper.idle
             if not keyframe:
                 self._interrupt_ba.request_stop()
+                # Frames fed faster than mapping takes keyframes: when the map is slipping out of view, the next
+                # step waits for mapping rather than track on until the map is lost.
+                self._keyframe_overdue = keyframe_urgent(self.map, frame, self._reference_kf, self.options.mapping)
             if keyframe:
                 k = insert_keyframe(self.map, frame, ref=self._current_ref)
                 self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
