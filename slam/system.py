@@ -232,14 +232,18 @@ class System:
         log.warning("SLAM: the ORB extraction process ended (%s); extracting in this process", exc)
         self._stop_play_extractor()
 
-    def _extract(self, image, img):
-        """Features of a frame (``image`` as given to step, ``img`` checked): in the extraction process during
-        Play, started by the last step when it was given this image ahead, else here (same features)."""
-        extractor = self._play_extractor if self._mapper is not None else None
+    def _extraction_process(self):
+        """The extraction process when this step extracts there (Play, process running), else None."""
+        return self._play_extractor if self._mapper is not None else None
+
+    def _extract(self, index: int, image, img):
+        """Features of frame ``index`` (``image`` as given to step, ``img`` checked): in the extraction process
+        during Play, started by the last step when it was given this image ahead, else here (same features)."""
+        extractor = self._extraction_process()
         if extractor is not None:
             try:
                 if extractor.pending and self._prefetched is not None \
-                        and self._prefetched[0] == self._frame_count - 1 and _same_array(self._prefetched[1], image):
+                        and self._prefetched[0] == index and _same_array(self._prefetched[1], image):
                     return extractor.collect()
                 self._drop_prefetch()
                 return extractor.extract(img, self.camera)
@@ -250,7 +254,7 @@ class System:
     def _prefetch(self, next_image) -> None:
         """Play: send the next frame to the extraction process now, so it is extracted while this frame is
         tracked (the two cores work at once; the next step collects the features)."""
-        extractor = self._play_extractor if self._mapper is not None else None
+        extractor = self._extraction_process()
         if next_image is None or extractor is None:
             return
         try:
@@ -291,7 +295,7 @@ class System:
         timings: dict = {}
         try:
             img = self._check_image(image)
-            features = self._extract(image, img)
+            features = self._extract(index, image, img)
         except (ParallaxError, ValueError, TypeError, cv2.error) as exc:
             self._prefetch(next_image)
             return self._failed(index, timestamp, f"unusable frame: {exc}", timings, t_start, ref)
