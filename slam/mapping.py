@@ -49,6 +49,10 @@ class MappingOptions:
     # 0 (off) by default: a gap of 3 cut keyframes 2-3x but also the orbit's loop-closure gain (< 30 %).
     keyframe_min_frames: int = 0
     keyframe_urgent_ratio: float = 0.5     # below this fraction of the reference's points: insert now
+    # Tracking fails under TrackingOptions.min_tracked (30). A frame this close to it asks for a keyframe (and
+    # in Play, mapping being busy, waits for one) whatever the reference holds: on a thin map 0.9 x few
+    # points is too late, the next frames lose the map before the ratio rule fires.
+    keyframe_thin_tracked: int = 60
     triangulation_neighbours: int = 10
     triangulation_ratio: float = 0.8
     triangulation_max_hamming: int = 50    # ORB-SLAM's TH_LOW
@@ -70,10 +74,13 @@ def keyframe_needed(slam_map: SlamMap, frame: Frame, reference_kf: int, frames_s
                     options: MappingOptions) -> bool:
     """ORB-SLAM's monocular rule: the frame tracks noticeably fewer points than the reference keyframe holds
     (counting points seen at least 3 times once the map has 3 keyframes), and at least
-    ``keyframe_min_frames`` have passed since the last keyframe unless it tracks under the urgent ratio."""
+    ``keyframe_min_frames`` have passed since the last keyframe unless it tracks under the urgent ratio.
+    A frame tracking under ``keyframe_thin_tracked`` points always asks."""
     tracked = frame.num_tracked
     if tracked < options.keyframe_min_tracked or reference_kf < 0:
         return False
+    if tracked < options.keyframe_thin_tracked:
+        return True
     ref_points, ref_ids = _reference_points(slam_map, reference_kf)
     ratio = options.keyframe_tracked_ratio
     if frames_since_keyframe >= options.keyframe_max_frames:
@@ -84,11 +91,13 @@ def keyframe_needed(slam_map: SlamMap, frame: Frame, reference_kf: int, frames_s
 
 
 def keyframe_urgent(slam_map: SlamMap, frame: Frame, reference_kf: int, options: MappingOptions) -> bool:
-    """The frame tracks under the urgent ratio of the reference keyframe's points: the map is slipping out of
-    view, and a keyframe cannot wait for long."""
+    """The frame tracks under the urgent ratio of the reference keyframe's points, or under
+    ``keyframe_thin_tracked``: the map is slipping out of view, and a keyframe cannot wait for long."""
     if reference_kf < 0:
         return False
-    return frame.num_tracked < options.keyframe_urgent_ratio * _reference_points(slam_map, reference_kf)[0]
+    tracked = frame.num_tracked
+    return (tracked < options.keyframe_thin_tracked
+            or tracked < options.keyframe_urgent_ratio * _reference_points(slam_map, reference_kf)[0])
 
 
 def _reference_points(slam_map: SlamMap, reference_kf: int) -> tuple[int, int]:

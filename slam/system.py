@@ -157,7 +157,8 @@ class System:
         self._last_keyframe_frame = -1
         self._reference_kf = -1
         self._rotation_frames = 0                      # consecutive frames posed by rotation alone
-        self._keyframe_overdue = False                 # Play: an urgent keyframe was refused, mapping being busy
+        self._deferred_keyframe: Frame | None = None   # Play: a frame that needs a keyframe now, mapping being busy
+        self._map_before_tracking = False              # Play: the next frame waits until that keyframe is mapped
         self._frame_count = 0
         self._drop_prefetch()
         self._current_ref = None
@@ -302,11 +303,9 @@ class System:
         self._prefetch(next_image)
         frame = Frame.build(index, timestamp, features, img)
         timings["features"] = 1000 * (time.perf_counter() - t_start)
-        if self._keyframe_overdue and self._mapper is not None:
-            t_wait = time.perf_counter()
-            self._mapper.wait_idle()  # outside map_lock: mapping needs it to finish
-            timings["mapping_wait"] = 1000 * (time.perf_counter() - t_wait)
-        self._keyframe_overdue = False
+        if self._map_before_tracking and self._mapper is not None:
+            self._wait_for_mapper(timings)
+        self._map_before_tracking = False
         t_lock = time.perf_counter()
         with self.reading():
             timings["lock_wait"] = 1000 * (time.perf_counter() - t_lock)
@@ -315,7 +314,11 @@ class System:
                 result = self._initialize(frame, timings)
             else:
                 result = self._track(frame, timings)
-            self._record(frame, ref)
+            if self._deferred_keyframe is None:
+                self._record(frame, ref)
+        if self._deferred_keyframe is not None:
+            self._insert_deferred_keyframe(ref, timings)
+            result.keyframe_inserted = True
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         result.timings_ms = timings
         return result
@@ -522,16 +525,19 @@ class System:
                                    self.options.mapping)
         if keyframe and self._mapper is not None:
             # Monocular ORB-SLAM: no keyframe while mapping is busy (tracking goes on against the map as it is).
-            keyframe = self._mapper.idle
-            if not keyframe:
+            # But when frames come faster than mapping takes keyframes and the map is slipping out of view, a
+            # fast turn tracks nothing two frames later: then this frame waits for mapping and becomes the
+            # keyframe (in step), and the next frame waits for its new points, as in Step mode.
+            urgent = keyframe_urgent(self.map, frame, self._reference_kf, self.options.mapping)
+            if not self._mapper.idle:
                 self._interrupt_ba.request_stop()
-                # Frames fed faster than mapping takes keyframes: when the map is slipping out of view, the next
-                # step waits for mapping rather than track on until the map is lost.
-                self._keyframe_overdue = keyframe_urgent(self.map, frame, self._reference_kf, self.options.mapping)
+                self._deferred_keyframe = frame if urgent else None
+                keyframe = False
             if keyframe:
                 k = insert_keyframe(self.map, frame, ref=self._current_ref)
                 self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
                 self._mapper.submit((k, frame.features.plan))
+                self._map_before_tracking = urgent
             timings["mapping"] = 1000 * (time.perf_counter() - t1)
             return self._result(frame, keyframe=keyframe)
         if keyframe:  # local mapping, synchronously
@@ -554,6 +560,28 @@ class System:
         timings["mapping"] = 1000 * (time.perf_counter() - t1)
         return self._result(frame, keyframe=keyframe, mapping=mapping_stats,
                             loop_closed=keyframe and bool(mapping_stats.get("loop")))
+
+    def _insert_deferred_keyframe(self, ref, timings: dict) -> None:
+        """Play: wait for mapping, outside ``map_lock`` (mapping needs it to finish), then insert the deferred
+        frame as a keyframe. Its matches to points that mapping culled or fused meanwhile are dropped."""
+        frame, self._deferred_keyframe = self._deferred_keyframe, None
+        self._wait_for_mapper(timings)
+        with self.reading():
+            ids = frame.point_ids
+            gone = ids >= 0
+            gone[gone] = ~self.map.alive[ids[gone]]
+            ids[gone] = -1
+            k = insert_keyframe(self.map, frame, ref=self._current_ref)
+            self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
+            self._record(frame, ref)
+            self._mapper.submit((k, frame.features.plan))
+        self._map_before_tracking = True
+
+    def _wait_for_mapper(self, timings: dict) -> None:
+        """Wait for background mapping to go idle, outside ``map_lock`` (mapping needs it to finish)."""
+        t_wait = time.perf_counter()
+        self._mapper.wait_idle()
+        timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
 
     def _local_points(self) -> np.ndarray:
         """Alive points of the reference keyframe and its best covisible keyframes."""

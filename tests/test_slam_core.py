@@ -237,6 +237,44 @@ def test_keyframe_gap_keeps_keyframes_to_a_fraction_of_frames_and_the_accuracy()
     assert evaluate(estimated_trajectory(system), ground_truth("handheld"))["ate_percent_of_path"] <= 0.5
 
 
+def _map_with_a_reference_keyframe(points: int, seen_by: int = 3):
+    """A map of ``seen_by`` keyframes that all observe the same ``points`` points; the last is the reference."""
+    from scene.rigid import Rigid3d
+    from slam.map import SlamMap
+
+    slam_map = SlamMap()
+    n = points
+    for k in range(seen_by):
+        slam_map.add_keyframe(Rigid3d(), k, float(k), np.zeros((n, 2)), np.zeros((n, 2)),
+                              np.zeros(n, np.int64), np.zeros((n, 32), np.uint8), np.zeros((n, 3), np.uint8))
+    ids = slam_map.add_points(np.ones((n, 3)), np.zeros((n, 32), np.uint8), np.zeros((n, 3), np.uint8), 0, 10.0)
+    for k in range(seen_by):
+        slam_map.add_observations(k, np.arange(n), ids)
+    return slam_map, seen_by - 1
+
+
+def test_keyframe_rule_asks_on_a_thin_map_before_tracking_fails():
+    from types import SimpleNamespace
+
+    from slam.mapping import MappingOptions, keyframe_needed, keyframe_urgent
+
+    options = MappingOptions()
+    # 42 points against a reference holding 44: ORB-SLAM's 0.9 ratio says no, yet tracking fails at 30.
+    slam_map, ref = _map_with_a_reference_keyframe(44)
+    thin = SimpleNamespace(num_tracked=42)
+    assert 42 >= options.keyframe_tracked_ratio * 44
+    assert keyframe_needed(slam_map, thin, ref, 1, options)
+    assert keyframe_urgent(slam_map, thin, ref, options)  # Play waits for mapping rather than go on
+    # A well-tracked frame on a rich map is left to the ratio rule.
+    slam_map, ref = _map_with_a_reference_keyframe(300)
+    assert not keyframe_needed(slam_map, SimpleNamespace(num_tracked=280), ref, 1, options)
+    assert keyframe_needed(slam_map, SimpleNamespace(num_tracked=260), ref, 1, options)
+    assert not keyframe_urgent(slam_map, SimpleNamespace(num_tracked=200), ref, options)
+    assert keyframe_urgent(slam_map, SimpleNamespace(num_tracked=140), ref, options)
+    # Under keyframe_min_tracked there is nothing left to make a keyframe of.
+    assert not keyframe_needed(slam_map, SimpleNamespace(num_tracked=10), ref, 1, options)
+
+
 def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
     system, results = slam_run("forward_walk")
     scene = Scene()
