@@ -396,12 +396,16 @@ def _adjust(slam_map: SlamMap, camera: Camera, pose_kfs, pose_fixed, points, obs
 
 
 def process_keyframe(slam_map: SlamMap, camera: Camera, k: int, scale_factor: float, level_scales,
-                     options: MappingOptions, lock=NO_LOCK, interrupt=None) -> dict:
+                     options: MappingOptions, lock=NO_LOCK, interrupt=None, points_ready=None) -> dict:
+    """Local mapping of keyframe k. ``points_ready()`` is called once its new points are triangulated and
+    fused, before local BA refines them: a tracker waiting for them can go on from there."""
     stats = {"culled": cull_recent_points(slam_map, k, options)}
     stats["triangulated"] = triangulate_new_points(slam_map, camera, k, scale_factor, level_scales, options, lock)
     lock.yield_to_tracking()
     stats["fused_observations"] = search_in_neighbours(slam_map, camera, k, scale_factor, level_scales, options,
                                                        lock)
+    if points_ready is not None:
+        points_ready()
     lock.yield_to_tracking()
     stats.update(local_bundle_adjustment(slam_map, camera, k, level_scales, options, lock, interrupt))
     return stats

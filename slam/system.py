@@ -25,6 +25,7 @@ then solves each map-posed frame's pose again against the settled map (``slam.fr
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from enum import Enum
@@ -139,6 +140,8 @@ class System:
         # ORB-SLAM's InterruptBA: set by tracking when it wants a keyframe while mapping is busy; local BA
         # polls it as its progress object and stops after the current iteration.
         self._interrupt_ba = CallbackProgress()
+        # Set by the mapping thread once a keyframe's new points are in (before its local BA).
+        self._points_ready = threading.Event()
         self.mapping_log: list[dict] = []   # background mode: one entry per keyframe mapped on the thread
         self.reset()
 
@@ -158,7 +161,7 @@ class System:
         self._reference_kf = -1
         self._rotation_frames = 0                      # consecutive frames posed by rotation alone
         self._deferred_keyframe: Frame | None = None   # Play: a frame that needs a keyframe now, mapping being busy
-        self._map_before_tracking = False              # Play: the next frame waits until that keyframe is mapped
+        self._map_before_tracking = False              # Play: the next frame waits for that keyframe's new points
         self._frame_count = 0
         self._drop_prefetch()
         self._current_ref = None
@@ -304,7 +307,7 @@ class System:
         frame = Frame.build(index, timestamp, features, img)
         timings["features"] = 1000 * (time.perf_counter() - t_start)
         if self._map_before_tracking and self._mapper is not None:
-            self._wait_for_mapper(timings)
+            self._wait_for_new_points(timings)
         self._map_before_tracking = False
         t_lock = time.perf_counter()
         with self.reading():
@@ -314,11 +317,9 @@ class System:
                 result = self._initialize(frame, timings)
             else:
                 result = self._track(frame, timings)
-            if self._deferred_keyframe is None:
-                self._record(frame, ref)
+            self._record(frame, ref)
         if self._deferred_keyframe is not None:
-            self._insert_deferred_keyframe(ref, timings)
-            result.keyframe_inserted = True
+            self._insert_deferred_keyframe(result, timings)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
         result.timings_ms = timings
         return result
@@ -536,7 +537,7 @@ class System:
             if keyframe:
                 k = insert_keyframe(self.map, frame, ref=self._current_ref)
                 self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
-                self._mapper.submit((k, frame.features.plan))
+                self._submit_keyframe(k, frame.features.plan)
                 self._map_before_tracking = urgent
             timings["mapping"] = 1000 * (time.perf_counter() - t1)
             return self._result(frame, keyframe=keyframe)
@@ -561,26 +562,44 @@ class System:
         return self._result(frame, keyframe=keyframe, mapping=mapping_stats,
                             loop_closed=keyframe and bool(mapping_stats.get("loop")))
 
-    def _insert_deferred_keyframe(self, ref, timings: dict) -> None:
+    def _insert_deferred_keyframe(self, result: StepResult, timings: dict) -> None:
         """Play: wait for mapping, outside ``map_lock`` (mapping needs it to finish), then insert the deferred
-        frame as a keyframe. Its matches to points that mapping culled or fused meanwhile are dropped."""
+        frame as a keyframe. Mapping may have moved its reference keyframe meanwhile, a loop correction the
+        whole map: the frame follows its reference, as the last frame does (``_last_frame_pose``). Its
+        matches to points that mapping culled or fused meanwhile are dropped."""
         frame, self._deferred_keyframe = self._deferred_keyframe, None
         self._wait_for_mapper(timings)
         with self.reading():
+            i = frame.index
+            frame.cam_from_world = self.frame_cam_from_ref[i] * self.map.kf_pose(self.frame_reference_kf[i])
             ids = frame.point_ids
             gone = ids >= 0
             gone[gone] = ~self.map.alive[ids[gone]]
             ids[gone] = -1
             k = insert_keyframe(self.map, frame, ref=self._current_ref)
-            self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
-            self._record(frame, ref)
-            self._mapper.submit((k, frame.features.plan))
+            self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, i, k
+            # A keyframe's frame takes its keyframe's pose (as _record does for one inserted in _track).
+            self.frame_reference_kf[i], self.frame_cam_from_ref[i], self.frame_matches[i] = k, Rigid3d(), None
+            self._submit_keyframe(k, frame.features.plan)
         self._map_before_tracking = True
+        result.cam_from_world, result.keyframe_inserted = frame.cam_from_world, True
+
+    def _submit_keyframe(self, k: int, plan: PyramidPlan) -> None:
+        self._points_ready.clear()
+        self._mapper.submit((k, plan))
 
     def _wait_for_mapper(self, timings: dict) -> None:
         """Wait for background mapping to go idle, outside ``map_lock`` (mapping needs it to finish)."""
         t_wait = time.perf_counter()
         self._mapper.wait_idle()
+        timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
+
+    def _wait_for_new_points(self, timings: dict) -> None:
+        """Wait until mapping has triangulated and fused the last keyframe's new points (not for its local BA),
+        or has nothing left to do."""
+        t_wait = time.perf_counter()
+        while not self._points_ready.wait(0.01) and not self._mapper.idle:
+            pass
         timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
 
     def _local_points(self) -> np.ndarray:
@@ -625,7 +644,8 @@ class System:
         with self.map_lock:
             self._interrupt_ba.clear_stop()
             stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
-                                     self.options.mapping, self.map_lock, self._interrupt_ba)
+                                     self.options.mapping, self.map_lock, self._interrupt_ba,
+                                     points_ready=self._points_ready.set)
             self.map_lock.yield_to_tracking()
             self._close_loop(k, stats, timings, plan, self.map_lock)
         timings["mapping"] = 1000 * (time.perf_counter() - t0)

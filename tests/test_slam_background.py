@@ -240,6 +240,59 @@ def test_play_on_a_thin_map_makes_the_frame_a_keyframe_and_tracks_its_new_points
     system.close()
 
 
+def _keyframe_reprojection_px(system, k: int) -> float:
+    """RMS reprojection error (pixels) of keyframe k's observations, at its pose as it is now."""
+    m = system.map
+    kp = np.flatnonzero(m.kf_point_ids[k] >= 0)
+    pose = m.kf_pose(k)
+    cam = m.xyz[m.kf_point_ids[k][kp]] @ pose.rotation.T + pose.translation
+    residual = cam[:, :2] / cam[:, 2:] - m.kf_normalized[k][kp]
+    return float(np.sqrt(np.mean(np.sum(residual ** 2, axis=1)))) * system.camera.params[0]
+
+
+def test_a_deferred_keyframe_follows_its_reference_when_mapping_moves_the_map_during_the_wait(monkeypatch):
+    """While a frame waits for mapping to become a keyframe, mapping may move the map (local BA; a loop
+    correction moves all of it). Here every wait ends with the whole map turned and shifted, as a correction
+    would: the frame's keyframe must be inserted in the moved map, not where the frame was tracked."""
+    from assets import camera_path, render_frame
+    from scene.rigid import Rigid3d
+    from tests.test_slam_core import _room
+
+    timestamps, poses = camera_path("orbit", 60, 30.0)
+    camera = demo_camera()
+    frames = [render_frame(p, camera, _room())[0] for p in poses]
+    _slow_mapping(monkeypatch, 0.1)
+    moved = Rigid3d.from_matrix(np.block([[np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]),
+                                           np.array([[0.5], [-0.3], [0.2]])], [np.zeros((1, 3)), np.ones((1, 1))]]))
+    wait, submit = System._wait_for_mapper, System._submit_keyframe
+    deferred, errors = [], []
+
+    def wait_then_move(self, timings):
+        wait(self, timings)
+        with self.map_lock:  # mapping is idle: the test moves the map as a correction would
+            world_from_moved = moved.inverse()
+            for k in range(self.map.num_keyframes):
+                self.map.set_kf_pose(k, self.map.kf_pose(k) * world_from_moved)
+            self.map.xyz[:] = self.map.xyz @ moved.rotation.T + moved.translation
+        deferred.append(self.map.num_keyframes)  # the index the deferred keyframe gets
+
+    def checked_submit(self, k, plan):
+        if deferred and deferred[-1] == k:
+            errors.append(_keyframe_reprojection_px(self, k))
+        submit(self, k, plan)
+
+    monkeypatch.setattr(System, "_wait_for_mapper", wait_then_move)
+    monkeypatch.setattr(System, "_submit_keyframe", checked_submit)
+    system = System(camera)
+    system.set_background_mapping(True)
+    results = [system.step(f, t) for f, t in zip(frames, timestamps)]
+    system.finish()
+    assert deferred and len(errors) == len(deferred)
+    assert max(errors) < 3.0, errors  # where it was tracked, it would be metres off
+    assert [r.frame_index for r in results[system.initialized_at_frame:] if r.cam_from_world is None] == []
+    system.close()
+
+
 def test_play_waits_for_a_slow_mapper_rather_than_lose_the_map(monkeypatch):
     """Frames fed faster than mapping takes keyframes (here mapping is slowed to 150 ms a keyframe): when the
     map slips out of view, tracking waits for mapping instead of tracking on until it is lost (without the
