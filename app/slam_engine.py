@@ -164,7 +164,6 @@ class SlamEngine:
         self._target: Optional[int] = None  # seek target (frame index to reach, inclusive)
         self.system = None
         self.source = None
-        self._reader = None  # ReadAhead over the source: frames decode on a thread while one is tracked
         self._next_index = 0
         self._finished = False
         self._history_frames: list[int] = []
@@ -180,11 +179,9 @@ class SlamEngine:
     def serve(self, commands) -> None:
         self._commands = commands
         try:
-            from scene.io.read_ahead import ReadAhead
             from scene.io.sources import open_source
 
             self.source = open_source(self.source_path)
-            self._reader = ReadAhead(self.source)
             self._warm_up()
             self._new_system()
             self._publish(self._snapshot())
@@ -210,8 +207,6 @@ class SlamEngine:
                 except Exception as exc:  # noqa: BLE001 - a mapping failure after the loop ended: reported
                     log.error("SLAM mapping thread failed: %s", exc)
                     self._send("failed", message=f"{type(exc).__name__}: {exc}")
-            if self._reader is not None:
-                self._reader.close()
             if self.source is not None:
                 self.source.close()
 
@@ -224,7 +219,7 @@ class SlamEngine:
         process loads it (tens of ms each), which would otherwise show as a stall in the first Play."""
         from slam.warm_up import warm_up
 
-        frames = [self._reader.read(i).image for i in range(min(len(self.source), WARM_UP_FRAMES))]
+        frames = [self.source.read(i).image for i in range(min(len(self.source), WARM_UP_FRAMES))]
         warm_up(self.camera, frames)
 
     def _new_system(self) -> None:
@@ -317,12 +312,8 @@ class SlamEngine:
         if self._next_index >= len(self.source):
             return
         frame = self._read(self._next_index)
-        # Play reads one frame ahead: the extraction process works on it while this frame is tracked, and
-        # the frame after it decodes meanwhile.
-        self._ahead = None
-        if self.system.background_mapping:
-            self._ahead = self._read_ahead(self._next_index + 1)
-            self._reader.prefetch(self._next_index + 2)
+        # Play reads one frame ahead: the extraction process works on it while this frame is tracked.
+        self._ahead = self._read_ahead(self._next_index + 1) if self.system.background_mapping else None
         t0 = time.perf_counter()
         result = self.system.step(frame.image, frame.timestamp, ref=frame.ref,
                                   next_image=None if self._ahead is None else self._ahead[1].image)
@@ -336,14 +327,14 @@ class SlamEngine:
     def _read(self, index: int):
         if self._ahead is not None and self._ahead[0] == index:
             return self._ahead[1]
-        return self._reader.read(index)
+        return self.source.read(index)
 
     def _read_ahead(self, index: int):
         """(index, frame), or None past the end or where the frame cannot be read (its own turn reports it)."""
         if index >= len(self.source):
             return None
         try:
-            return index, self._reader.read(index)
+            return index, self.source.read(index)
         except Exception:  # noqa: BLE001 - read again, and reported, when the frame's turn comes
             return None
 
