@@ -7,7 +7,9 @@ caller's thread, so Step mode is deterministic (same frames in, bit-identical re
 
 ``set_background_mapping(True)`` (Play mode) moves local mapping and loop closing onto their own thread, as
 ORB-SLAM runs them: ``step`` returns once the frame is tracked, a keyframe is inserted only while mapping is
-idle (monocular ORB-SLAM's rule), and tracking takes the map lock (``slam.map_lock``) ahead of mapping.
+idle (monocular ORB-SLAM's rule) unless the map is slipping out of view (then the frame waits for mapping
+and becomes the keyframe, and the next frame waits for its new points), and tracking takes the map lock
+(``slam.map_lock``) ahead of mapping.
 Anything that reads the map from another thread holds ``map_lock``; ``wait_for_mapping()`` settles the map
 (``to_scene`` and switching back to synchronous mapping do it).
 
