@@ -530,7 +530,7 @@ class System:
             # Monocular ORB-SLAM: no keyframe while mapping is busy (tracking goes on against the map as it is).
             # But when frames come faster than mapping takes keyframes and the map is slipping out of view, a
             # fast turn tracks nothing two frames later: then this frame waits for mapping and becomes the
-            # keyframe (in step), and the next frame waits for its new points, as in Step mode.
+            # keyframe (at the end of ``step``), and the next frame waits for its new points, as in Step mode.
             urgent = keyframe_urgent(self.map, frame, self._reference_kf, self.options.mapping)
             if not self._mapper.idle:
                 self._interrupt_ba.request_stop()
