@@ -585,6 +585,8 @@ class System:
             self._submit_keyframe(k, frame.features.plan)
         self._map_before_tracking = True
         result.cam_from_world, result.keyframe_inserted = frame.cam_from_world, True
+        result.keypoint_status[gone] = KP_NEW  # matched points that mapping culled meanwhile
+        result.point_ids, result.num_tracked = ids.copy(), frame.num_tracked
 
     def _submit_keyframe(self, k: int, plan: PyramidPlan) -> None:
         self._points_ready.clear()
