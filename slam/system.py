@@ -130,6 +130,11 @@ def _same_array(a, b) -> bool:
             and a.strides == b.strides and a.dtype == b.dtype)
 
 
+def _add_mapping_wait(timings: dict, t_wait: float) -> None:
+    """A step's waits for mapping add up under ``mapping_wait`` (ms); they count in its tracking time."""
+    timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
+
+
 class System:
     def __init__(self, camera: Camera, options: SlamOptions | None = None):
         self.camera = camera
@@ -534,7 +539,8 @@ class System:
             urgent = keyframe_urgent(self.map, frame, self._reference_kf, self.options.mapping)
             if not self._mapper.idle:
                 self._interrupt_ba.request_stop()
-                self._deferred_keyframe = frame if urgent else None
+                if urgent:
+                    self._deferred_keyframe = frame
                 keyframe = False
             if keyframe:
                 k = insert_keyframe(self.map, frame, ref=self._current_ref)
@@ -596,7 +602,7 @@ class System:
         """Wait for background mapping to go idle, outside ``map_lock`` (mapping needs it to finish)."""
         t_wait = time.perf_counter()
         self._mapper.wait_idle()
-        timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
+        _add_mapping_wait(timings, t_wait)
 
     def _wait_for_new_points(self, timings: dict) -> None:
         """Wait until mapping has triangulated and fused the last keyframe's new points (not for its local BA),
@@ -604,7 +610,7 @@ class System:
         t_wait = time.perf_counter()
         while not self._points_ready.wait(0.01) and not self._mapper.idle:
             pass
-        timings["mapping_wait"] = timings.get("mapping_wait", 0.0) + 1000 * (time.perf_counter() - t_wait)
+        _add_mapping_wait(timings, t_wait)
 
     def _local_points(self) -> np.ndarray:
         """Alive points of the reference keyframe and its best covisible keyframes."""
