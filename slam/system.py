@@ -154,8 +154,10 @@ class System:
 
     # --- state ------------------------------------------------------------------------------------
     def reset(self) -> None:
-        """Forget everything: map, trajectory, initialisation (the mapping mode stays)."""
-        self.wait_for_mapping()
+        """Forget everything: map, trajectory, initialisation (the mapping mode stays). It is also the way on
+        after a failure of the mapping thread, which left the map half updated."""
+        if self._mapper is not None:
+            self._mapper.discard_failure()
         self.mapping_log = []
         self.map = SlamMap(self.options.mapping.distinctive_descriptors)
         self.state = TrackingState.INIT
@@ -199,8 +201,12 @@ class System:
             self.prepare_play()
             self._mapper = BackgroundMapper(self._map_keyframe_in_background)
         elif not enabled and self._mapper is not None:
-            mapper, self._mapper = self._mapper, None
-            mapper.close()
+            self._mapper.raise_failure()  # nor may Step mode go on from a map that a failure left half updated
+            self._close_mapper()
+
+    def _close_mapper(self) -> None:
+        mapper, self._mapper = self._mapper, None
+        mapper.close()
 
     def reading(self):
         """Context manager around reads of the map (or a tracking step): with background mapping it holds
@@ -214,7 +220,8 @@ class System:
 
     def close(self) -> None:
         """End the local-mapping thread and the extraction process, if any (the map stays readable)."""
-        self.set_background_mapping(False)
+        if self._mapper is not None:
+            self._close_mapper()
         self._stop_play_extractor()
 
     def prepare_play(self, wait: bool = False) -> None:
@@ -300,6 +307,9 @@ class System:
         (Play): in Play mode its features are extracted while this frame is tracked. That call must be given the
         same array (or a view of the same pixels), unchanged; any other image is extracted as usual."""
         t_start = time.perf_counter()
+        if self._mapper is not None:
+            # After a failure of the mapping thread the map is half updated: no frame is tracked against it.
+            self._mapper.raise_failure()
         index = self._frame_count
         self._frame_count += 1
         timestamp = float(index if timestamp is None else timestamp)

@@ -101,6 +101,35 @@ def test_a_failure_on_the_mapping_thread_is_raised_in_the_caller():
     mapper.close()  # the error was delivered once; closing is clean
 
 
+def test_a_mapping_failure_is_raised_again_until_discarded_and_close_raises_one_never_raised():
+    done = []
+
+    def process(item):
+        if item == 1:
+            raise ValueError("bad keyframe 1")
+        done.append(item)
+
+    mapper = BackgroundMapper(process)
+    mapper.submit(1)
+    with pytest.raises(RuntimeError, match="bad keyframe 1"):
+        mapper.wait_idle()
+    # Keyframe 1 was left half mapped: nothing may be built on it.
+    for call in (mapper.raise_failure, mapper.wait_idle, lambda: mapper.submit(2)):
+        with pytest.raises(RuntimeError, match="bad keyframe 1"):
+            call()
+    mapper.discard_failure()
+    mapper.raise_failure()
+    mapper.submit(3)
+    mapper.wait_idle()
+    assert done == [3]
+    mapper.close()
+
+    unseen = BackgroundMapper(process)
+    unseen.submit(1)
+    with pytest.raises(RuntimeError, match="bad keyframe 1"):
+        unseen.close()
+
+
 def test_the_ba_interrupt_flag_can_be_raised_and_cleared():
     flag = CallbackProgress()
     assert not flag.should_stop()
@@ -204,6 +233,47 @@ def test_a_mapping_failure_surfaces_at_the_next_step(monkeypatch):
         for img, ts in zip(frames, timestamps):
             system.step(img, ts)
         system.wait_for_mapping()
+    system.close()
+
+
+def test_after_a_mapping_failure_no_frame_is_tracked_until_reset(monkeypatch):
+    """The failed keyframe was left half mapped: every later step, a switch to Step mode and finish raise the
+    same error, and nothing is recorded, until reset() starts again (it used to go on, and fail later on an
+    inconsistent map with errors such as 'local mapping failed: 4')."""
+    import slam.system as system_module
+
+    mapped, failing = [], [True]
+
+    def fails_on_the_third_keyframe(*args, **kwargs):
+        mapped.append(args[2])
+        if failing[0] and len(mapped) == 3:
+            raise FloatingPointError("BA diverged")
+        return original(*args, **kwargs)
+
+    original = system_module.process_keyframe
+    monkeypatch.setattr(system_module, "process_keyframe", fails_on_the_third_keyframe)
+    timestamps, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    with pytest.raises(RuntimeError, match="BA diverged"):
+        for img, ts in zip(frames, timestamps):
+            system.step(img, ts)
+        system.wait_for_mapping()
+    recorded, keyframes = len(system.frame_timestamps), system.map.num_keyframes
+    for call in (lambda: system.step(frames[-1], timestamps[-1]), system.finish,
+                 lambda: system.set_background_mapping(False)):
+        with pytest.raises(RuntimeError, match="local mapping failed: BA diverged"):
+            call()
+    assert len(system.frame_timestamps) == recorded and system.map.num_keyframes == keyframes
+    assert system.background_mapping
+
+    failing[0] = False
+    system.reset()
+    for img, ts in zip(frames[:40], timestamps[:40]):
+        system.step(img, ts)
+    system.finish()
+    assert system.state == TrackingState.OK and system.map.num_keyframes >= 3
+    assert [e["keyframe"] for e in system.mapping_log] == list(range(2, system.map.num_keyframes))
     system.close()
 
 
