@@ -226,6 +226,12 @@ def test_a_mapping_failure_surfaces_at_the_next_step(monkeypatch):
         raise FloatingPointError("BA diverged")
 
     monkeypatch.setattr(system_module, "process_keyframe", broken)
+    system, _, _ = _play_until_mapping_fails()
+    system.close()
+
+
+def _play_until_mapping_fails():
+    """(system, timestamps, frames): forward walk in Play until the mapping thread's failure is raised."""
     timestamps, _, frames = rendered("forward_walk")
     system = System(demo_camera())
     system.set_background_mapping(True)
@@ -233,7 +239,7 @@ def test_a_mapping_failure_surfaces_at_the_next_step(monkeypatch):
         for img, ts in zip(frames, timestamps):
             system.step(img, ts)
         system.wait_for_mapping()
-    system.close()
+    return system, timestamps, frames
 
 
 def test_after_a_mapping_failure_no_frame_is_tracked_until_reset(monkeypatch):
@@ -252,13 +258,7 @@ def test_after_a_mapping_failure_no_frame_is_tracked_until_reset(monkeypatch):
 
     original = system_module.process_keyframe
     monkeypatch.setattr(system_module, "process_keyframe", fails_on_the_third_keyframe)
-    timestamps, _, frames = rendered("forward_walk")
-    system = System(demo_camera())
-    system.set_background_mapping(True)
-    with pytest.raises(RuntimeError, match="BA diverged"):
-        for img, ts in zip(frames, timestamps):
-            system.step(img, ts)
-        system.wait_for_mapping()
+    system, timestamps, frames = _play_until_mapping_fails()
     recorded, keyframes = len(system.frame_timestamps), system.map.num_keyframes
     for call in (lambda: system.step(frames[-1], timestamps[-1]), system.finish,
                  lambda: system.set_background_mapping(False)):
