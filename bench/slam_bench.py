@@ -224,7 +224,8 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
             stages["loop"].append(t["loop"])   # place recognition + loop search on keyframes that close none
         tracked.append(result.cam_from_world is not None)
         rotation_only += result.rotation_only
-    # The last keyframes are mapped and the frames' poses refined before the clock stops and the poses are read.
+    # The last keyframes are mapped, the map adjusted and the frames' poses refined before the clock stops and
+    # the poses are read.
     system.finish()
     total_s = time.perf_counter() - t0
     system.close()
@@ -455,7 +456,9 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "the tracking thread spends on it, its stage `features` the wait for them), keyframes only "
         "while mapping is idle unless the map slips out of view (then the frame waits for mapping, and the next "
         "one for the new points; the waits count in its tracking time); its frame time is the tracking thread's, its mapping time per keyframe the "
-        f"mapping thread's, its total includes finishing the queued keyframes. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
+        "mapping thread's, its total includes finishing the queued keyframes. Both modes' totals include "
+        "`System.finish` (a final global BA, then every frame's pose solved again against the map), whose poses "
+        f"are the ones evaluated. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). `det.` says whether all runs "
         "gave bit-identical poses: then accuracy is theirs; where they differ (Play), the row's accuracy columns are "
         "those of the run with the median ATE, and the note lists every run's ATE %.", "",

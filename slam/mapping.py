@@ -352,9 +352,10 @@ def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_sca
 
 
 def global_bundle_adjustment(slam_map: SlamMap, camera: Camera, level_scales, options: MappingOptions,
-                             lock=NO_LOCK, interrupt=None) -> dict:
+                             lock=NO_LOCK, interrupt=None, iterations: int | None = None) -> dict:
     """Every keyframe and point, the first keyframe held (ORB-SLAM's global BA after a loop closure: the
-    essential graph spread the loop's correction over the keyframes; this refines points with them)."""
+    essential graph spread the loop's correction over the keyframes; this refines points with them).
+    ``iterations``: at most this many (default ``options.global_ba_iterations``)."""
     kfs = np.arange(slam_map.num_keyframes, dtype=np.int64)
     points = np.flatnonzero(slam_map.alive)
     if len(kfs) < 2 or len(points) == 0:
@@ -362,7 +363,7 @@ def global_bundle_adjustment(slam_map: SlamMap, camera: Camera, level_scales, op
     obs = np.flatnonzero(slam_map.obs_alive & slam_map.alive[slam_map.obs_pt])
     pose_fixed = kfs == 0
     return _adjust(slam_map, camera, kfs, pose_fixed, points, obs, np.asarray(level_scales),
-                   options.global_ba_iterations, lock, interrupt)
+                   options.global_ba_iterations if iterations is None else iterations, lock, interrupt)
 
 
 def _adjust(slam_map: SlamMap, camera: Camera, pose_kfs, pose_fixed, points, obs, level_scales, iterations: int,

@@ -22,7 +22,8 @@ After a correction a global bundle adjustment refines every keyframe and point (
 
 Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
 the keyframes when local bundle adjustment moves them. ``finish()`` (which ``result`` and ``to_scene`` call)
-then solves each map-posed frame's pose again against the settled map (``slam.frame_refinement``).
+adjusts every keyframe and point once more, to convergence (``SlamOptions.final_ba_iterations``), then solves
+each map-posed frame's pose again against the settled map (``slam.frame_refinement``).
 """
 from __future__ import annotations
 
@@ -80,6 +81,9 @@ class SlamOptions:
     rotation: RotationOptions = field(default_factory=RotationOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
+    # System.finish first runs a global BA over every keyframe and point, to convergence or this many
+    # iterations (0: none): in Play, tracking cuts mapping's BAs short, the one after a loop closure included.
+    final_ba_iterations: int = 100
     # System.finish solves each map-posed frame's pose again against the finished map (slam.frame_refinement).
     refine_frames: bool = True
     # Play mode extracts ORB in a process of its own (``slam.extractor_process``): same features, no GIL
@@ -754,20 +758,26 @@ class System:
         return out
 
     def finish(self) -> dict:
-        """End of a run (or before an export): wait for the queued keyframes to be mapped, then solve every
-        map-posed frame's pose again against the map as it is now (``slam.frame_refinement``; off with
-        ``options.refine_frames``). Tracking may go on afterwards; call it again before the next export."""
+        """End of a run (or before an export): wait for the queued keyframes to be mapped, adjust the whole map
+        (``options.final_ba_iterations``), then solve every map-posed frame's pose again against it
+        (``slam.frame_refinement``; off with ``options.refine_frames``). Tracking may go on afterwards; call it
+        again before the next export."""
         self.wait_for_mapping()
-        if not self.options.refine_frames:
-            return {}
+        o = self.options
         with self.reading():
             # Once per state of frames and map: a second export of the same run writes the same poses.
-            state = refinement_state(self.map, len(self.frame_timestamps))
-            if state == self._refined_state:
+            if refinement_state(self.map, len(self.frame_timestamps)) == self._refined_state:
                 return {}
-            stats = refine_frame_poses(self.camera, self.map, self.frame_reference_kf, self.frame_cam_from_ref,
-                                       self.frame_matches, self.options.tracking.min_tracked)
-            self._refined_state = state
+            stats = {}
+            if o.final_ba_iterations > 0 and self._last is not None and self.map.num_keyframes >= 2:
+                stats["final_ba"] = global_bundle_adjustment(self.map, self.camera,
+                                                             self._last.features.plan.level_scales, o.mapping,
+                                                             iterations=o.final_ba_iterations)
+            if o.refine_frames:
+                stats.update(refine_frame_poses(self.camera, self.map, self.frame_reference_kf,
+                                                self.frame_cam_from_ref, self.frame_matches,
+                                                o.tracking.min_tracked))
+            self._refined_state = refinement_state(self.map, len(self.frame_timestamps))
             return stats
 
     def result(self):

@@ -143,10 +143,44 @@ def test_finish_refines_every_map_posed_frame_and_lowers_the_handheld_ate(handhe
 
 def test_refinement_can_be_turned_off():
     timestamps, _, frames = rendered("handheld")
-    system = System(demo_camera(), SlamOptions(refine_frames=False))
+    system = System(demo_camera(), SlamOptions(refine_frames=False, final_ba_iterations=0))
     for img, ts in zip(frames[:30], timestamps[:30]):
         system.step(img, ts)
     rel = list(system.frame_cam_from_ref)
+    quat, trans = system.map.kf_quat.copy(), system.map.kf_trans.copy()
     assert system.finish() == {}
     assert all(a is b for a, b in zip(system.frame_cam_from_ref, rel)) and any(r is not None for r in rel)
+    assert np.array_equal(system.map.kf_quat, quat) and np.array_equal(system.map.kf_trans, trans)
+    system.close()
+
+
+def _keyframe_centres(m: SlamMap) -> np.ndarray:
+    return np.array([m.kf_pose(k).center() for k in range(m.num_keyframes)])
+
+
+@pytest.mark.parametrize("iterations", [100, 0])
+def test_finish_adjusts_the_whole_map_first(iterations):
+    """Keyframes knocked 1 cm off the map's optimum (its median depth is 1) go back onto it at finish, and the
+    frames follow; with final_ba_iterations=0 finish leaves them where they are."""
+    timestamps, _, frames = rendered("handheld")
+    system = System(demo_camera())
+    for img, ts in zip(frames[:40], timestamps[:40]):
+        system.step(img, ts)
+    system.finish()  # the optimum
+    system.options = SlamOptions(final_ba_iterations=iterations)
+    optimum = _keyframe_centres(system.map)
+    m = system.map
+    assert m.num_keyframes >= 8
+    shift = np.random.default_rng(0).normal(0.0, 0.01 / np.sqrt(3), (m.num_keyframes - 1, 3))
+    m.kf_trans[1:] += shift  # keyframe 0 holds the gauge
+    knocked = _keyframe_centres(m)
+    stats = system.finish()
+    if iterations:
+        assert stats["final_ba"]["ba_rms_px"] < 1.0
+        assert np.abs(_keyframe_centres(m) - optimum).max() < 3e-4 and np.abs(knocked - optimum).max() > 0.01
+        # Every keyframe's own frame is where its keyframe is.
+        for k, i in enumerate(m.kf_frame_index):
+            assert np.allclose(system.frame_poses()[int(i)][1].center(), m.kf_pose(k).center(), atol=1e-12)
+    else:
+        assert "final_ba" not in stats and np.array_equal(_keyframe_centres(m), knocked)
     system.close()
