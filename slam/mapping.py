@@ -143,13 +143,54 @@ def _popcount(x):
     return (x * np.uint64(0x0101010101010101)) >> np.uint64(56)
 
 
+# Cells of the grid over a keyframe's free keypoints that the epipolar search visits (normalized coordinates).
+_EPIPOLAR_GRID = (12, 8)
+
+
 @njit(cache=True, nogil=True)
-def _epipolar_match_kernel(rays_k, rays_j, words_k, words_j, essential, max_sq_px, focal_sq, max_distance, ratio):
+def _epipolar_grid(xy, n_cols, n_rows):
+    """Keypoints bucketed by cell: (cell_ptr, cell_items sorted by index within a cell, cell centres x and y,
+    a cell's half diagonal)."""
+    x0, x1, y0, y1 = xy[0, 0], xy[0, 0], xy[0, 1], xy[0, 1]
+    for b in range(xy.shape[0]):
+        x0, x1 = min(x0, xy[b, 0]), max(x1, xy[b, 0])
+        y0, y1 = min(y0, xy[b, 1]), max(y1, xy[b, 1])
+    cw = (x1 - x0) / n_cols + 1e-12
+    ch = (y1 - y0) / n_rows + 1e-12
+    cell = np.empty(xy.shape[0], np.int64)
+    ptr = np.zeros(n_cols * n_rows + 1, np.int64)
+    for b in range(xy.shape[0]):
+        c = min(int((xy[b, 1] - y0) / ch), n_rows - 1) * n_cols + min(int((xy[b, 0] - x0) / cw), n_cols - 1)
+        cell[b] = c
+        ptr[c + 1] += 1
+    for c in range(n_cols * n_rows):
+        ptr[c + 1] += ptr[c]
+    items = np.empty(xy.shape[0], np.int64)
+    fill = ptr[:-1].copy()
+    for b in range(xy.shape[0]):
+        items[fill[cell[b]]] = b
+        fill[cell[b]] += 1
+    cx = np.empty(n_cols * n_rows)
+    cy = np.empty(n_cols * n_rows)
+    for r in range(n_rows):
+        for c in range(n_cols):
+            cx[r * n_cols + c] = x0 + (c + 0.5) * cw
+            cy[r * n_cols + c] = y0 + (r + 0.5) * ch
+    return ptr, items, cx, cy, 0.5 * math.sqrt(cw * cw + ch * ch)
+
+
+@njit(cache=True, nogil=True)
+def _epipolar_match_kernel(rays_k, rays_j, words_k, words_j, essential, max_sq_px, focal_sq, max_distance, ratio,
+                           n_cols, n_rows):
     nk, nj = rays_k.shape[0], rays_j.shape[0]
     best_j = np.full(nk, -1, np.int64)
     best_d = np.full(nk, 1 << 20, np.int64)
     col_best_i = np.full(nj, -1, np.int64)
     col_best_d = np.full(nj, 1 << 20, np.int64)
+    ptr, items, cx, cy, half_diagonal = _epipolar_grid(rays_j, n_cols, n_rows)
+    # A cell whose centre lies farther from the line than the widest band plus its half diagonal holds no
+    # candidate, so the grid visits exactly the candidates a scan of every keypoint would.
+    reach = (math.sqrt(max(max_sq_px.max(), 0.0) / focal_sq) + half_diagonal) * (1.0 + 1e-9)
     for a in range(nk):
         l0 = essential[0, 0] * rays_k[a, 0] + essential[0, 1] * rays_k[a, 1] + essential[0, 2]
         l1 = essential[1, 0] * rays_k[a, 0] + essential[1, 1] * rays_k[a, 1] + essential[1, 2]
@@ -157,21 +198,29 @@ def _epipolar_match_kernel(rays_k, rays_j, words_k, words_j, essential, max_sq_p
         norm_sq = l0 * l0 + l1 * l1
         if not norm_sq > 0.0:
             continue
+        reach_sq = reach * reach * norm_sq
         d1, d2, j1 = np.int64(1 << 20), np.int64(1 << 20), -1
-        for b in range(nj):
-            num = l0 * rays_j[b, 0] + l1 * rays_j[b, 1] + l2
-            if num * num / norm_sq * focal_sq >= max_sq_px[b]:
+        for c in range(cx.shape[0]):
+            centre = l0 * cx[c] + l1 * cy[c] + l2
+            if centre * centre > reach_sq:
                 continue
-            d = np.int64(_popcount(words_k[a, 0] ^ words_j[b, 0]) + _popcount(words_k[a, 1] ^ words_j[b, 1])
-                         + _popcount(words_k[a, 2] ^ words_j[b, 2]) + _popcount(words_k[a, 3] ^ words_j[b, 3]))
-            if d < d1:
-                d2 = d1
-                d1, j1 = d, b
-            elif d < d2:
-                d2 = d
-            if d < col_best_d[b]:
-                col_best_d[b] = d
-                col_best_i[b] = a
+            for t in range(ptr[c], ptr[c + 1]):
+                b = items[t]
+                num = l0 * rays_j[b, 0] + l1 * rays_j[b, 1] + l2
+                if num * num / norm_sq * focal_sq >= max_sq_px[b]:
+                    continue
+                d = np.int64(_popcount(words_k[a, 0] ^ words_j[b, 0]) + _popcount(words_k[a, 1] ^ words_j[b, 1])
+                             + _popcount(words_k[a, 2] ^ words_j[b, 2]) + _popcount(words_k[a, 3] ^ words_j[b, 3]))
+                # The best and the runner-up distance do not depend on the order candidates come in; the best
+                # one's index matters only when it is unique (a tie fails the ratio test).
+                if d < d1:
+                    d2 = d1
+                    d1, j1 = d, b
+                elif d < d2:
+                    d2 = d
+                if d < col_best_d[b]:
+                    col_best_d[b] = d
+                    col_best_i[b] = a
         if j1 >= 0 and d1 <= max_distance and (d2 >= (1 << 20) or d1 < ratio * d2):
             best_j[a] = j1
             best_d[a] = d1
@@ -204,7 +253,7 @@ def epipolar_match(normalized_k, normalized_j, descriptors_k, descriptors_j, sig
                                   np.ascontiguousarray(normalized_j, np.float64),
                                   descriptor_words(descriptors_k), descriptor_words(descriptors_j),
                                   np.ascontiguousarray(essential), np.ascontiguousarray(max_sq), float(focal) ** 2,
-                                  int(max_distance), float(ratio))
+                                  int(max_distance), float(ratio), *_EPIPOLAR_GRID)
 
 
 def _rays(normalized: np.ndarray) -> np.ndarray:

@@ -275,6 +275,54 @@ def test_keyframe_rule_asks_on_a_thin_map_before_tracking_fails():
     assert not keyframe_needed(slam_map, SimpleNamespace(num_tracked=10), ref, 1, options)
 
 
+def _epipolar_match_by_scanning(normalized_k, normalized_j, descriptors_k, descriptors_j, sigma_j, j_from_k,
+                                focal, max_distance, ratio):
+    """What slam.mapping.epipolar_match must return, by scanning every pair (its definition)."""
+    from geometry.matching import hamming_distance_matrix
+
+    t = j_from_k.translation
+    essential = np.array([[0, -t[2], t[1]], [t[2], 0, -t[0]], [-t[1], t[0], 0]]) @ j_from_k.rotation
+    lines = np.column_stack((normalized_k, np.ones(len(normalized_k)))) @ essential.T
+    num = lines @ np.column_stack((normalized_j, np.ones(len(normalized_j)))).T
+    in_band = num ** 2 / (lines[:, :1] ** 2 + lines[:, 1:2] ** 2) * focal ** 2 < 3.841 * np.asarray(sigma_j) ** 2
+    dist = np.where(in_band, hamming_distance_matrix(descriptors_k, descriptors_j), 1 << 20)
+    pairs = []
+    for a in range(len(dist)):
+        order = np.argsort(dist[a], kind="stable")
+        d1, d2 = dist[a, order[0]], dist[a, order[1]]
+        b = order[0]
+        if d1 <= max_distance and (d2 >= 1 << 20 or d1 < ratio * d2) and np.argmin(dist[:, b]) == a:
+            pairs.append((a, b))
+    return np.array(pairs, np.int64).reshape(-1, 2)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_epipolar_search_finds_exactly_the_matches_a_scan_of_every_pair_finds(seed):
+    """Two views of one random scene with near-duplicate descriptors, so bands hold many candidates and ties."""
+    from scene.rigid import Rigid3d
+    from slam.mapping import epipolar_match
+
+    rng = np.random.default_rng(seed)
+    points = np.column_stack((rng.uniform(-3, 3, 900), rng.uniform(-1, 1, 900), rng.uniform(2, 12, 900)))
+    angle = np.radians(rng.uniform(-10, 10))
+    rotation = np.array([[np.cos(angle), 0, np.sin(angle)], [0, 1, 0], [-np.sin(angle), 0, np.cos(angle)]])
+    j_from_k = Rigid3d.from_rotation(rotation, rng.normal(0, 0.3, 3))
+    seen_j = j_from_k.apply(points)
+    noise = rng.normal(0, 0.002, (2, 900, 2))
+    normalized_k = points[:, :2] / points[:, 2:] + noise[0]
+    normalized_j = seen_j[:, :2] / seen_j[:, 2:] + noise[1]
+    order_j = rng.permutation(900)[:700]           # j misses some of k's points and lists them in its own order
+    base = rng.integers(0, 256, (900, 32), dtype=np.uint8)
+    flip = rng.integers(0, 256, (2, 900, 32), dtype=np.uint8) & rng.choice([0, 1, 3], (2, 900, 32)).astype(np.uint8)
+    descriptors_k, descriptors_j = base ^ flip[0], (base ^ flip[1])[order_j]
+    descriptors_j[::7] = descriptors_j[1::7][: len(descriptors_j[::7])]  # duplicates: ties in distance
+    sigma_j = 1.2 ** rng.integers(0, 8, 700)
+    args = (normalized_k, normalized_j[order_j], descriptors_k, descriptors_j, sigma_j, j_from_k, 525.0, 50, 0.8)
+    found, expected = epipolar_match(*args), _epipolar_match_by_scanning(*args)
+    assert len(expected) > 100
+    assert np.array_equal(found, expected)
+
+
 def test_to_scene_writes_consistent_images_points_tracks_and_trajectory():
     system, results = slam_run("forward_walk")
     scene = Scene()
