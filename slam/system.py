@@ -690,7 +690,11 @@ class System:
         if not self.options.loop.enabled:
             return None
         t0 = time.perf_counter()
-        self.recognizer.add_keyframe(k, self.map.kf_descriptors[k])
+        descriptors = self.map.kf_descriptors[k]
+        # Only this thread uses the recognizer, and (re)training its vocabulary (up to 55 ms on KITTI) reads
+        # no map: tracking may go on meanwhile.
+        with lock.released():
+            self.recognizer.add_keyframe(k, descriptors)
         event, loop_stats = self.loop_closer.process(self.map, self.camera, self.recognizer, k, plan.level_scales,
                                                      plan.scale_factor, lock)
         stats.update(loop_stats)

@@ -219,6 +219,31 @@ def test_reset_and_to_scene_wait_for_the_mapping_thread():
     assert not system.background_mapping and system.state == TrackingState.OK
 
 
+def test_the_mapping_thread_trains_place_recognition_without_holding_the_map(monkeypatch):
+    """(Re)training the vocabulary took up to 55 ms on KITTI with the map locked: tracking waited for it."""
+    from slam.place_recognition import Vocabulary
+
+    trainings, original = [], Vocabulary.train.__func__
+
+    def train(cls, *args, **kwargs):
+        free = system.map_lock._lock.acquire(timeout=2.0)  # tracking may hold it for a step, not for 2 s
+        if free:
+            system.map_lock._lock.release()
+        trainings.append((threading.current_thread().name, free))
+        return original(cls, *args, **kwargs)
+
+    monkeypatch.setattr(Vocabulary, "train", classmethod(train))
+    timestamps, _, frames = rendered("forward_walk")
+    system = System(demo_camera())
+    system.set_background_mapping(True)
+    for img, ts in zip(frames, timestamps):
+        system.step(img, ts)
+    system.wait_for_mapping()
+    system.close()
+    on_the_thread = [free for name, free in trainings if name == "slam-local-mapping"]
+    assert len(on_the_thread) >= 2 and all(on_the_thread), trainings
+
+
 def test_a_mapping_failure_surfaces_at_the_next_step(monkeypatch):
     import slam.system as system_module
 
