@@ -26,6 +26,8 @@ from scene.rigid import Rigid3d
 
 SYNTHETIC_PATHS = ("orbit", "forward_walk", "fast_rotation", "stop")
 LOOP_SEQUENCES = ("orbit",)             # sequences that come back to their start: with and without loop closure
+PLAY_METHODS = ("parallax_slam_play", "parallax_slam_play_realtime")
+SLAM_METHODS = ("parallax_slam", *PLAY_METHODS)   # Parallax SLAM with loop closure on
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
 RESULT_KEYS = (
@@ -196,9 +198,11 @@ def _median_of_runs(per_run: list[dict]) -> dict:
 
 # --- the three methods -------------------------------------------------------------------------
 
-def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tuple[list, dict]:
+def _run_slam_once(seq: Sequence, options=None, background: bool = False, realtime: bool = False
+                   ) -> tuple[list, dict]:
     """``background``: Play mode, local mapping and loop closing on their own thread, frames fed as fast as
-    tracking takes them (mapping times then come from the thread's log)."""
+    tracking takes them (mapping times then come from the thread's log); ``realtime``: each frame no earlier
+    than its timestamp after the first (the tab's "Real time" playback)."""
     from slam.system import System
 
     system = System(seq.camera, options)
@@ -209,6 +213,8 @@ def _run_slam_once(seq: Sequence, options=None, background: bool = False) -> tup
     tracked, init_frame, rotation_only = [], None, 0
     t0 = time.perf_counter()
     for i, (image, ts) in enumerate(zip(seq.images, seq.timestamps)):
+        if realtime:
+            time.sleep(max(0.0, t0 + (ts - seq.timestamps[0]) - time.perf_counter()))
         # Play reads one frame ahead, as the tab does: its features are extracted while this frame is tracked.
         ahead = seq.images[i + 1] if background and i + 1 < len(seq.images) else None
         result = system.step(image, float(ts), next_image=ahead)
@@ -325,14 +331,15 @@ def bench_method(method: str, seq: Sequence, runs: int = 3, work: Path | None = 
     """One method on one sequence: timings the median over ``runs`` runs; accuracy from the run with the
     median ATE (``median_run``) where the runs' poses differ, else from the first.
 
-    method: "parallax_slam", "parallax_slam_play" (background mapping), "parallax_slam_no_loop", "opencv_vo" or
-    "pycolmap". Returns a dict with the keys
-    of RESULT_KEYS.
+    method: "parallax_slam", "parallax_slam_play" (background mapping, frames as fast as tracking takes them),
+    "parallax_slam_play_realtime" (the same, frames at their timestamps), "parallax_slam_no_loop", "opencv_vo" or
+    "pycolmap". Returns a dict with the keys of RESULT_KEYS.
     """
     if method == "parallax_slam":
         once = lambda: _run_slam_once(seq, kwargs.get("options"))  # noqa: E731
-    elif method == "parallax_slam_play":
-        once = lambda: _run_slam_once(seq, kwargs.get("options"), background=True)  # noqa: E731
+    elif method in PLAY_METHODS:
+        realtime = method == "parallax_slam_play_realtime"
+        once = lambda: _run_slam_once(seq, kwargs.get("options"), background=True, realtime=realtime)  # noqa: E731
     elif method == "parallax_slam_no_loop":
         from slam.loop_closing import LoopOptions
         from slam.system import SlamOptions
@@ -408,7 +415,7 @@ def run_all(runs: int = 3, work: Path | None = None, sequences: list[Sequence] |
             pycolmap_runs: int = 1, pycolmap_max_frames: int | None = None, methods=None, log=print) -> list[dict]:
     import tempfile
 
-    methods = methods or ("parallax_slam", "parallax_slam_play", "opencv_vo", "pycolmap")
+    methods = methods or (*SLAM_METHODS, "opencv_vo", "pycolmap")
     sequences = sequences if sequences is not None else default_sequences()
     rows = []
     with tempfile.TemporaryDirectory(prefix="parallax-slam-bench-") as tmp:
@@ -456,7 +463,10 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
         "the tracking thread spends on it, its stage `features` the wait for them), keyframes only "
         "while mapping is idle unless the map slips out of view (then the frame waits for mapping, and the next "
         "one for the new points; the waits count in its tracking time); its frame time is the tracking thread's, its mapping time per keyframe the "
-        "mapping thread's, its total includes finishing the queued keyframes. Both modes' totals include "
+        "mapping thread's, its total includes finishing the queued keyframes. `parallax_slam_play_realtime` is "
+        "Play as the tab's \"Real time\" playback runs it: each frame fed no earlier than its timestamp (30 fps "
+        "on the synthetic scenes, 10 on KITTI), so mapping has the time between frames; its total includes "
+        "that waiting. Every mode's total includes "
         "`System.finish` (a final global BA, then every frame's pose solved again against the map), whose poses "
         f"are the ones evaluated. Timings are the median of {runs} runs for SLAM and VO, {pycolmap_runs} run(s) for pycolmap "
         "(offline; time per stage is per frame; multi-threaded, so not bit-reproducible). `det.` says whether all runs "
@@ -477,11 +487,11 @@ def markdown_section(rows: list[dict], runs: int, pycolmap_runs: int) -> list[st
             stages = (f"features {_fmt(st.get('features_ms'), '.1f')}, track {_fmt(st.get('track_ms'), '.1f')}, "
                       f"mapping {_fmt(st.get('mapping_ms_per_keyframe'), '.0f')}/keyframe "
                       f"({_fmt(st.get('keyframes'), '.0f')} kf), init {_fmt(st.get('init_ms'), '.1f')}")
-            if r["method"] in ("parallax_slam", "parallax_slam_play"):
+            if r["method"] in SLAM_METHODS:
                 stages += (f", loop search {_fmt(st.get('loop_search_ms_per_keyframe'), '.1f')}/keyframe, "
                            f"loop closure {_fmt(st.get('loop_closure_ms'), '.0f')}")
         note = r["note"]
-        if r["method"] in ("parallax_slam", "parallax_slam_play"):
+        if r["method"] in SLAM_METHODS:
             loops = "; ".join(f"frame {a} ↔ {b}" for a, b in r["loops"] or [])
             rotation = f"{r['rotation_only']} frame(s) posed by rotation alone" if r.get("rotation_only") else ""
             runs_ate = (f"ATE % per run {' / '.join(_fmt(a) for a in r['ate_pct_runs'])}"

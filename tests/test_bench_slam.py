@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import functools
 
+import time
+
 import numpy as np
 import pytest
 
@@ -73,6 +75,29 @@ def test_slam_bench_returns_the_documented_keys(tmp_path):
     assert vo["tracked"] == 30 and vo["deterministic"] is None
     lines = markdown_section(rows, runs=2, pycolmap_runs=1)
     assert lines[0] == SLAM_TITLE and sum(line.startswith("| orbit30 |") for line in lines) == 3
+
+
+def test_real_time_play_feeds_each_frame_at_its_timestamp(tmp_path, monkeypatch):
+    """The tab's "Real time" playback: no frame is stepped before its timestamp after the first."""
+    from slam.system import System
+
+    timestamps, poses, images, camera = orbit(30)
+    seq = Sequence("orbit30", images, np.asarray(timestamps), camera, Trajectory.from_poses(timestamps, poses),
+                   tmp_path, [f"{i}.png" for i in range(30)])
+    stepped, step = [], System.step
+
+    def timed_step(self, image, timestamp=None, *args, **kwargs):
+        stepped.append((time.perf_counter(), timestamp))
+        return step(self, image, timestamp, *args, **kwargs)
+
+    monkeypatch.setattr(System, "step", timed_step)
+    row = bench_method("parallax_slam_play_realtime", seq, runs=1)
+    assert tuple(row) == RESULT_KEYS and row["tracked_after_init_pct"] == 100.0
+    start = stepped[0][0]
+    assert all(t - start >= ts - timestamps[0] - 1e-3 for t, ts in stepped)
+    assert row["total_s"] >= timestamps[-1] - timestamps[0]
+    line = [x for x in markdown_section([row], runs=1, pycolmap_runs=1) if x.startswith("| orbit30 |")][0]
+    assert "| parallax_slam_play_realtime |" in line and "loop(s) closed" in line
 
 
 def test_runs_that_differ_are_reported_by_the_run_with_the_median_ate():
