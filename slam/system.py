@@ -557,20 +557,16 @@ class System:
                     self._deferred_keyframe = frame
                 keyframe = False
             if keyframe:
-                k = insert_keyframe(self.map, frame, ref=self._current_ref)
-                self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
+                k = self._add_keyframe(frame)
                 self._submit_keyframe(k, frame.features.plan)
                 self._map_before_tracking = urgent
             timings["mapping"] = 1000 * (time.perf_counter() - t1)
             return self._result(frame, keyframe=keyframe)
         if keyframe:  # local mapping, synchronously
-            k = insert_keyframe(self.map, frame, ref=self._current_ref)
+            k = self._add_keyframe(frame)
             plan = frame.features.plan
             mapping_stats = process_keyframe(self.map, self.camera, k, plan.scale_factor, plan.level_scales,
                                              self.options.mapping)
-            self._last_keyframe = k
-            self._last_keyframe_frame = frame.index
-            self._reference_kf = k
             event = self._close_loop(k, mapping_stats, timings, plan)
             frame.cam_from_world = self.map.kf_pose(k)
             # The keyframe's points after mapping (BA may have dropped some observations, fusion replaced some).
@@ -598,8 +594,7 @@ class System:
             gone = ids >= 0
             gone[gone] = ~self.map.alive[ids[gone]]
             ids[gone] = -1
-            k = insert_keyframe(self.map, frame, ref=self._current_ref)
-            self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, i, k
+            k = self._add_keyframe(frame)
             # A keyframe's frame takes its keyframe's pose (as _record does for one inserted in _track).
             self.frame_reference_kf[i], self.frame_cam_from_ref[i], self.frame_matches[i] = k, Rigid3d(), None
             self._submit_keyframe(k, frame.features.plan)
@@ -607,6 +602,12 @@ class System:
         result.cam_from_world, result.keyframe_inserted = frame.cam_from_world, True
         result.keypoint_status[gone] = KP_NEW  # matched points that mapping culled meanwhile
         result.point_ids, result.num_tracked = ids.copy(), frame.num_tracked
+
+    def _add_keyframe(self, frame: Frame) -> int:
+        """Insert the frame as a keyframe; it becomes the last keyframe and the reference of the next frames."""
+        k = insert_keyframe(self.map, frame, ref=self._current_ref)
+        self._last_keyframe, self._last_keyframe_frame, self._reference_kf = k, frame.index, k
+        return k
 
     def _submit_keyframe(self, k: int, plan: PyramidPlan) -> None:
         self._points_ready.clear()
@@ -770,18 +771,20 @@ class System:
         o = self.options
         with self.reading():
             # Once per state of frames and map: a second export of the same run writes the same poses.
-            if refinement_state(self.map, len(self.frame_timestamps)) == self._refined_state:
+            state = refinement_state(self.map, len(self.frame_timestamps))
+            if state == self._refined_state:
                 return {}
             stats = {}
             if o.final_ba_iterations > 0 and self._last is not None and self.map.num_keyframes >= 2:
                 stats["final_ba"] = global_bundle_adjustment(self.map, self.camera,
                                                              self._last.features.plan.level_scales, o.mapping,
                                                              iterations=o.final_ba_iterations)
+                state = refinement_state(self.map, len(self.frame_timestamps))  # the map it moved
             if o.refine_frames:
                 stats.update(refine_frame_poses(self.camera, self.map, self.frame_reference_kf,
                                                 self.frame_cam_from_ref, self.frame_matches,
                                                 o.tracking.min_tracked))
-            self._refined_state = refinement_state(self.map, len(self.frame_timestamps))
+            self._refined_state = state
             return stats
 
     def result(self):
