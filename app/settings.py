@@ -73,6 +73,15 @@ class Settings:
     def set_autosave(self, enabled: bool) -> None:
         self.q.setValue("project/autosave", "true" if enabled else "false")
 
+    # --- SLAM -------------------------------------------------------------------------
+    def slam_realtime(self) -> bool:
+        """Play paces frames by their timestamps (the default, as ORB-SLAM's examples play a sequence), or
+        feeds them as fast as tracking takes them."""
+        return str(self.q.value("slam/realtime", "true")).lower() != "false"
+
+    def set_slam_realtime(self, enabled: bool) -> None:
+        self.q.setValue("slam/realtime", "true" if enabled else "false")
+
     # --- paths ------------------------------------------------------------------------
     def last_directory(self) -> str:
         folder = str(self.q.value("last_directory", "") or "")

@@ -92,9 +92,12 @@ class SlamPanel(QtWidgets.QWidget):
             controls.addWidget(b)
         controls.addStretch(1)
         self.speed_box = QtWidgets.QComboBox(self)
-        self.speed_box.addItems(["As fast as possible", "Real time"])
-        self.speed_box.setToolTip("Playback speed: every frame as soon as the previous one is done, "
-                                  "or paced by the frame timestamps")
+        self.speed_box.addItem("Real time", True)
+        self.speed_box.addItem("As fast as possible", False)
+        self.speed_box.setToolTip("Playback speed: frames paced by their timestamps, as recorded (local mapping "
+                                  "keeps up, so the map is denser and the result steadier), or every frame as "
+                                  "soon as the previous one is tracked")
+        self.speed_box.setCurrentIndex(self.speed_box.findData(self.window.settings.slam_realtime()))
         self.speed_box.currentIndexChanged.connect(self._speed_changed)
         controls.addWidget(self.speed_box)
         layout.addLayout(controls)
@@ -269,7 +272,7 @@ class SlamPanel(QtWidgets.QWidget):
             return None
         path, camera, gt = src
         worker = SlamWorker(path, camera, self.window.scene, gt, parent=self)
-        worker.realtime = self.speed_box.currentIndex() == 1
+        worker.realtime = self.realtime
         worker.align_to_ground_truth = self.align_box.isChecked()
         worker.snapshot_ready.connect(self._on_snapshot)
         worker.results_written.connect(self._on_results)
@@ -315,9 +318,14 @@ class SlamPanel(QtWidgets.QWidget):
         if self.worker is not None:
             self.worker.finish()
 
-    def _speed_changed(self, index: int) -> None:
+    @property
+    def realtime(self) -> bool:
+        return bool(self.speed_box.currentData())
+
+    def _speed_changed(self, _index: int) -> None:
+        self.window.settings.set_slam_realtime(self.realtime)
         if self.worker is not None:
-            self.worker.set_realtime(index == 1)
+            self.worker.set_realtime(self.realtime)
 
     def _slider_moved(self, value: int) -> None:
         total = self.slider.maximum() + 1

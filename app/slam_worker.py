@@ -93,7 +93,8 @@ class SlamWorker(QtCore.QThread):
         self._command("finish")
 
     def set_realtime(self, realtime: bool) -> None:
-        self._command("realtime", bool(realtime))
+        self.realtime = bool(realtime)
+        self._command("realtime", self.realtime)
 
     def quit_worker(self) -> None:
         self._command("quit")

@@ -105,6 +105,7 @@ def test_main_thread_never_blocks_more_than_50_ms_during_play(window, qtbot):
 
     settle_startup_heap()  # as run_gui does once the window is built
     panel = window.show_slam_panel()
+    panel.speed_box.setCurrentIndex(panel.speed_box.findData(False))  # as fast as possible: the busiest Play
     wait_for(qtbot, panel, lambda s: s.frame_index == -1)
     ticks: list[float] = []
     timer = QtCore.QTimer()
@@ -116,6 +117,28 @@ def test_main_thread_never_blocks_more_than_50_ms_during_play(window, qtbot):
     timer.stop()
     gaps_ms = np.diff(ticks) * 1000.0
     assert len(ticks) > 50 and gaps_ms.max() <= 50.0
+
+
+def test_playback_speed_defaults_to_real_time_and_the_choice_is_kept(window, qtbot):
+    from app.settings import Settings
+
+    panel = window.show_slam_panel()
+    assert panel.speed_box.currentText() == "Real time" and panel.realtime
+    wait_for(qtbot, panel, lambda s: s.frame_index == -1)
+    assert panel.worker.realtime
+    panel.speed_box.setCurrentIndex(panel.speed_box.findData(False))
+    assert not panel.realtime and not Settings().slam_realtime()  # written through to the user's settings
+    assert not panel.worker.realtime
+    panel.shutdown()
+
+    from app.slam_panel import SlamPanel
+
+    again = SlamPanel(window)  # a new window's panel starts where the user left it
+    try:
+        assert again.speed_box.currentText() == "As fast as possible" and not again.realtime
+    finally:
+        again.shutdown()
+        again.deleteLater()
 
 
 def test_step_advances_exactly_one_frame_per_click(window, qtbot):
@@ -136,7 +159,7 @@ def test_step_advances_exactly_one_frame_per_click(window, qtbot):
 
 def test_pause_stops_advancing_and_reset_clears(window, qtbot):
     panel = window.show_slam_panel()
-    panel.speed_box.setCurrentIndex(1)  # real time: 2 s for the 60 frames, so Pause lands mid-run
+    assert panel.realtime  # the default: 2 s for the 60 frames, so Pause lands mid-run
     panel.play()
     wait_for(qtbot, panel, lambda s: s.frame_index >= 5 and s.running)
     panel.pause()
