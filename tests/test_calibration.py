@@ -362,6 +362,56 @@ def test_resolve_uses_calibration_file_beside_images(tmp_path):
     assert camera.intrinsics_source == "calib" and _params(camera) == [50, 50, 20, 15]
 
 
+def _png(path: Path, size=(40, 30)) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), np.zeros((size[1], size[0], 3), np.uint8))
+
+
+def test_resolve_uses_nerf_synthetic_transforms_beside_the_folder(tmp_path):
+    # NeRF synthetic: transforms_train.json beside train/, frames "./train/r_0" without suffix, only camera_angle_x.
+    for i in range(2):
+        _png(tmp_path / "train" / f"r_{i}.png")
+    frames = [{"file_path": f"./train/r_{i}", "transform_matrix": np.eye(4).tolist()} for i in range(2)]
+    (tmp_path / "transforms_train.json").write_text(json.dumps({"camera_angle_x": 0.6911112, "frames": frames}))
+    camera = resolve_intrinsics(open_source(tmp_path / "train"))
+    fx = 0.5 * 40 / np.tan(0.5 * 0.6911112)
+    assert camera.intrinsics_source == "calib" and camera.model == "PINHOLE"
+    assert camera.params.tolist() == pytest.approx([fx, fx, 20, 15])
+
+
+def test_resolve_uses_instant_ngp_transforms_of_the_images_folder(tmp_path):
+    # instant-ngp / nerfstudio: transforms.json at the root, images/ below; opening the root opens images/.
+    for i in range(2):
+        _png(tmp_path / "images" / f"{i:04d}.jpg", (80, 60))
+    doc = {"fl_x": 70.0, "fl_y": 71.0, "cx": 41.0, "cy": 29.0, "w": 80, "h": 60, "k1": 0.05, "k2": -0.08,
+           "p1": 0.001, "p2": 0.0002,
+           "frames": [{"file_path": f"images/{i:04d}.jpg", "transform_matrix": np.eye(4).tolist()} for i in range(2)]}
+    (tmp_path / "transforms.json").write_text(json.dumps(doc))
+    camera = resolve_intrinsics(open_source(tmp_path / "images", max_size=40))
+    assert camera.model == "OPENCV" and camera.intrinsics_source == "calib"
+    assert camera.params.tolist() == pytest.approx([35.0, 35.5, 20.5, 14.5, 0.05, -0.08, 0.001, 0.0002])
+
+
+def test_transforms_of_other_images_or_without_intrinsics_are_not_a_calibration(tmp_path):
+    _png(tmp_path / "images" / "a.png")
+    other = {"fl_x": 70.0, "w": 40, "h": 30, "frames": [{"file_path": "elsewhere/a.png", "transform_matrix": []}]}
+    (tmp_path / "transforms.json").write_text(json.dumps(other))
+    per_frame = {"frames": [{"file_path": "images/a.png", "fl_x": 70.0, "transform_matrix": []}]}
+    (tmp_path / "transforms_per_frame.json").write_text(json.dumps(per_frame))
+    (tmp_path / "transforms_broken.json").write_text("{ not json")
+    assert resolve_intrinsics(open_source(tmp_path / "images")).is_guess
+
+
+def test_transforms_json_as_calib_file_reads_its_conventions(tmp_path):
+    # camera_angle_y gives fy; the image size fills in absent w / h.
+    doc = {"camera_angle_x": 1.0, "camera_angle_y": 0.8, "frames": []}
+    path = _write(tmp_path / "transforms.json", json.dumps(doc))
+    camera = load_calibration(path, image_size=(40, 30))
+    assert camera.params.tolist() == pytest.approx([20 / np.tan(0.5), 15 / np.tan(0.4), 20, 15])
+    with pytest.raises(CorruptInput, match=r"t2\.json: intrinsics missing.*fl_x"):
+        load_calibration(_write(tmp_path / "t2.json", json.dumps({"w": 40, "h": 30, "frames": []})))
+
+
 def test_resolve_with_missing_calib_path(tmp_path):
     with pytest.raises(InputNotFound, match="missing.yaml"):
         resolve_intrinsics(open_source(_kitti_folder(tmp_path)), calib_path=tmp_path / "missing.yaml")

@@ -115,5 +115,7 @@ def test_instant_ngp_fox_images():
     assert source.original_size == (1080, 1920) and source.size == (270, 480)
     frames = first_frames(source, 2)
     assert [f.name for f in frames] == ["0001.jpg", "0002.jpg"] and frames[0].image.shape == (480, 270, 3)
+    # transforms.json above images/ calibrates them (instant-ngp layout); scaled to the processed size.
     camera = resolve_intrinsics(source)
-    assert camera.is_guess and (camera.width, camera.height) == (270, 480)
+    assert not camera.is_guess and (camera.width, camera.height) == (270, 480) and camera.model == "OPENCV"
+    assert camera.params[:4] == pytest.approx([1375.52 / 4, 1374.49 / 4, 554.558 / 4, 965.268 / 4])

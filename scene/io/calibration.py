@@ -28,6 +28,7 @@ import numpy as np
 from ..camera import CAMERA_MODELS, Camera, guess_camera
 from ..errors import CorruptInput, InputNotFound
 from ..model import Image, Scene
+from .nerfstudio import looks_like_transforms, transforms_intrinsics
 
 log = logging.getLogger(__name__)
 
@@ -251,7 +252,10 @@ def load_calibration(path, image_size: Optional[tuple[int, int]] = None, camera_
     data = _parse_mapping(path, text) if path.suffix.lower() in (".yaml", ".yml", ".json") or ":" in text else None
     if data is None:
         raise CorruptInput(f"{path}: unknown calibration format (expected KITTI calib.txt, COLMAP cameras.txt, "
-                           f"a 3x3 K matrix, or YAML/JSON intrinsics)")
+                           f"a 3x3 K matrix, YAML/JSON intrinsics or a transforms.json)")
+    if looks_like_transforms(data):  # nerfstudio / instant-ngp / NeRF synthetic: their conventions, one reader
+        model, width, height, params = transforms_intrinsics(data, str(path), image_size)
+        return _make_camera(path, model, (width, height), params, "calib", image_size, camera_id)
     return _camera_from_mapping(path, data, image_size, camera_id)
 
 

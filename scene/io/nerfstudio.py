@@ -153,6 +153,38 @@ def _camera_for(values: dict, where: str, measure) -> tuple[str, int, int, tuple
     return "PINHOLE", width, height, (fx, fy, cx, cy)
 
 
+def looks_like_transforms(doc) -> bool:
+    """A parsed JSON document in the nerfstudio / instant-ngp / NeRF-synthetic layout: a ``frames`` list."""
+    return isinstance(doc, dict) and isinstance(doc.get("frames"), list)
+
+
+def transforms_intrinsics(doc: dict, where: str, image_size=None) -> tuple[str, int, int, tuple]:
+    """(model, width, height, params) of a transforms document's top-level intrinsics, read as
+    ``read_transforms`` reads them; ``image_size`` (width, height) stands in for absent ``w``/``h``."""
+    def measure():
+        if image_size is None:
+            raise CorruptInput(f"{where}: 'w'/'h' are absent and no image size was given")
+        return image_size
+    return _camera_for({k: doc[k] for k in INTRINSIC_KEYS if k in doc}, where, measure)
+
+
+def transforms_calibrate(path: Path, folder: Path) -> bool:
+    """True when ``path`` is a transforms file with top-level intrinsics whose frames lie in ``folder``: the
+    nerfstudio / instant-ngp / NeRF-synthetic layout, where it is the images' calibration."""
+    try:
+        doc = json.loads(path.read_text(errors="strict"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return False
+    if not looks_like_transforms(doc) or not ("fl_x" in doc or "camera_angle_x" in doc):
+        return False
+    here = folder.resolve()
+    for frame in doc["frames"]:
+        file_path = frame.get("file_path") if isinstance(frame, dict) else None
+        if isinstance(file_path, str) and _resolve_image(path.parent, file_path).parent.resolve() == here:
+            return True
+    return False
+
+
 def read_transforms(path) -> Scene:
     """Read a nerfstudio/instant-ngp ``transforms.json`` (or a folder holding one) into a Scene."""
     path = Path(path).expanduser()

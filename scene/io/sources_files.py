@@ -13,6 +13,7 @@ from typing import Iterator, Optional
 
 from ..errors import CorruptInput, InputNotFound, UnsupportedFormat
 from ..model import FrameRef
+from .nerfstudio import transforms_calibrate
 from .sources_base import SCAN_STAGE, Frame, FrameSource, downscale, scan_step, scan_stride
 from .sources_decode import IMAGE_SUFFIXES, decode_image_file, file_problem
 
@@ -146,7 +147,16 @@ CALIBRATION_NAMES = ("calib.yaml", "calib.yml", "calib.json", "K.txt", "cameras.
 
 
 def find_calibration(folder: Path) -> Optional[Path]:
-    return next((folder / name for name in CALIBRATION_NAMES if (folder / name).is_file()), None)
+    """A calibration file beside the images: one of CALIBRATION_NAMES in the folder, else a nerfstudio /
+    instant-ngp / NeRF-synthetic transforms file (in the folder or the one above) whose frames are these images."""
+    found = next((folder / name for name in CALIBRATION_NAMES if (folder / name).is_file()), None)
+    if found is not None:
+        return found
+    for candidate in (*sorted(folder.glob("transforms*.json")), *sorted(folder.parent.glob("transforms*.json"))):
+        if candidate.is_file() and transforms_calibrate(candidate, folder):
+            log.info("%s: intrinsics from %s", folder, candidate)
+            return candidate
+    return None
 
 
 def open_image_folder(folder: Path, max_size: Optional[int]) -> FileListSource:
