@@ -45,6 +45,7 @@ MAX_OVERLAY_POINTS = 20000  # map points drawn live (a random but stable subset 
 MIN_POSES_FOR_ALIGNMENT = 5
 WARM_UP_FRAMES = 20  # enough for initialisation and a few mapped keyframes on the demo orbit
 ENGINE_NICENESS = 10  # the engine process's priority below the GUI's (os.nice increment)
+NOMINAL_FPS = 30.0  # the "Real time" pace of frames whose source has no clock
 
 
 @dataclass(frozen=True)
@@ -300,7 +301,9 @@ class SlamEngine:
     def _wait_for_frame_time(self) -> bool:
         """Wait until the next frame is due on the source's clock; True when a command arrived meanwhile."""
         timestamp = self.source.frame_refs()[self._next_index].timestamp
-        timestamp = float(timestamp) if timestamp is not None else self._next_index / 30.0
+        if timestamp is None or not self.source.has_clock:  # a folder of images: paced as a 30 fps video
+            timestamp = self._next_index / NOMINAL_FPS
+        timestamp = float(timestamp)
         now = time.monotonic()
         if self._clock_anchor is None:
             self._clock_anchor = (now, timestamp)

@@ -95,8 +95,9 @@ class SlamPanel(QtWidgets.QWidget):
         self.speed_box.addItem("Real time", True)
         self.speed_box.addItem("As fast as possible", False)
         self.speed_box.setToolTip("Playback speed: frames paced by their timestamps, as recorded (local mapping "
-                                  "keeps up, so the map is denser and the result steadier), or every frame as "
-                                  "soon as the previous one is tracked")
+                                  "keeps up, so the map is denser and the result steadier; a folder of images, "
+                                  "which has no clock, plays at 30 fps), or every frame as soon as the previous "
+                                  "one is tracked")
         self.speed_box.setCurrentIndex(self.speed_box.findData(self.window.settings.slam_realtime()))
         self.speed_box.currentIndexChanged.connect(self._speed_changed)
         controls.addWidget(self.speed_box)

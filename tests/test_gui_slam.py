@@ -292,3 +292,31 @@ def test_tracking_reads_the_median_step_time_over_the_last_second():
     engine._step_times.extend(steps)
     assert engine._step_ms() == pytest.approx(10.0)   # neither the keyframe nor the old frame moves it
     assert engine._fps() == pytest.approx(10.0)
+
+
+def test_real_time_paces_a_source_without_a_clock_at_30_fps():
+    """A folder of images numbers its frames 0, 1, 2 ... as seconds: real time must not play it at 1 fps."""
+    from types import SimpleNamespace
+
+    from app.slam_engine import NOMINAL_FPS, SlamEngine
+
+    class Commands:
+        def __init__(self):
+            self.waits = []
+
+        def poll(self, timeout):
+            self.waits.append(timeout)
+            return False
+
+    waits = {}
+    for has_clock in (False, True):
+        engine = SlamEngine("unused", None, None, send=lambda *a, **k: None, realtime=True)
+        refs = [SimpleNamespace(timestamp=float(i)) for i in range(3)]
+        engine.source = SimpleNamespace(frame_refs=lambda refs=refs: refs, has_clock=has_clock)
+        engine._commands = Commands()
+        assert engine._wait_for_frame_time() is False  # the first frame sets the clock
+        engine._next_index = 1
+        assert engine._wait_for_frame_time() is False
+        waits[has_clock] = engine._commands.waits
+    assert len(waits[False]) == 1 and 0.5 / NOMINAL_FPS < waits[False][0] <= 1.0 / NOMINAL_FPS
+    assert len(waits[True]) == 1 and waits[True][0] > 0.9  # one second apart on the source's clock

@@ -80,6 +80,7 @@ def test_image_folder_pixels_indices_and_refs_are_exact(tmp_path):
         assert frame.image.dtype == np.uint8 and np.array_equal(frame.image, pattern(i))
         assert frame.timestamp == float(i)
         assert frame.ref == FrameRef(str(tmp_path / f"f{i}.png"), None, float(i))
+    assert not source.has_clock  # those timestamps are frame numbers, not times
     assert source.frame_refs() == [f.ref for f in frames]
     assert np.array_equal(source.read(2).image, pattern(2))
     assert source.read(-1).name == "f3.png"
@@ -148,7 +149,7 @@ def test_tum_layout_timestamps_from_rgb_txt(tmp_path):
     source = open_source(tmp_path)
     assert source.layout == "tum" and len(source) == 3
     frames = list(source)
-    assert [f.timestamp for f in frames] == [float(f"{t:.6f}") for t in stamps]
+    assert [f.timestamp for f in frames] == [float(f"{t:.6f}") for t in stamps] and source.has_clock
     assert frames[1].name == f"rgb/{stamps[1]:.6f}.png" and np.array_equal(frames[1].image, pattern(1))
     assert source.ground_truth_path() == tmp_path / "groundtruth.txt"
     assert source.intrinsics_hint() is None
@@ -251,6 +252,7 @@ def test_video_count_size_and_timestamps(video_path):
     assert len(frames) == 12
     assert [f.index for f in frames] == list(range(12))
     assert [f.timestamp for f in frames] == pytest.approx([i / 10.0 for i in range(12)], abs=1e-9)
+    assert source.has_clock
     assert frames[3].name == "clip_000003" and frames[3].image.shape == (48, 64, 3)
     assert frames[3].ref == FrameRef(str(video_path), 3, frames[3].timestamp)
     assert source.frame_refs() == [f.ref for f in frames]

@@ -66,6 +66,8 @@ class FrameSource(ABC):
     """
 
     layout: str = ""
+    # False when the timestamps are only frame numbers (a plain folder of images): no pace to play them at.
+    has_clock: bool = True
 
     def __init__(self, path: Path, max_size: Optional[int] = None) -> None:
         if max_size is not None and int(max_size) <= 0:

@@ -45,6 +45,7 @@ class FileListSource(FrameSource):
                  calibration: Optional[Path] = None, ground_truth: Optional[Path] = None) -> None:
         super().__init__(path, max_size)
         self.layout = layout
+        self.has_clock = layout != "images"
         self._entries = list(entries)
         self._calibration = calibration
         self._ground_truth = ground_truth
