@@ -412,6 +412,44 @@ def test_transforms_json_as_calib_file_reads_its_conventions(tmp_path):
         load_calibration(_write(tmp_path / "t2.json", json.dumps({"w": 40, "h": 30, "frames": []})))
 
 
+def _tum_folder(root: Path, size=(320, 240)) -> Path:
+    _png(root / "rgb" / "1.000000.png", size)
+    (root / "rgb.txt").write_text("# timestamp filename\n1.000000 rgb/1.000000.png\n")
+    return root
+
+
+@pytest.mark.parametrize("name, number", [("rgbd_dataset_freiburg1_xyz", 1), ("rgbd_dataset_freiburg2_desk", 2),
+                                          ("tum_fr3_long_office_1hz", 3), ("TUM-FR_2", 2), ("fr4_office", None),
+                                          ("frame3", None), ("fr12", None), ("xfr3", None)])
+def test_tum_folder_name_names_its_freiburg_camera(name, number):
+    from scene.io.published_intrinsics import tum_freiburg_camera
+
+    assert tum_freiburg_camera(Path("/data") / name) == number
+
+
+def test_resolve_uses_tum_published_intrinsics_scaled_to_the_frames(tmp_path, caplog):
+    source = open_source(_tum_folder(tmp_path / "rgbd_dataset_freiburg1_xyz"))
+    with caplog.at_level("INFO"):
+        camera = resolve_intrinsics(source)
+    assert "Freiburg 1" in caplog.text and camera.intrinsics_source == "calib" and camera.model == "FULL_OPENCV"
+    assert (camera.width, camera.height) == (320, 240)
+    assert camera.params.tolist() == pytest.approx([517.306408 / 2, 516.469215 / 2, 318.643040 / 2, 255.313989 / 2,
+                                                    0.262383, -0.953104, -0.005358, 0.002628, 1.163314, 0, 0, 0])
+    fr3 = resolve_intrinsics(open_source(_tum_folder(tmp_path / "tum_fr3", (640, 480))))
+    assert fr3.model == "PINHOLE" and fr3.params.tolist() == [535.4, 539.2, 320.1, 247.6]
+
+
+def test_tum_calibration_file_wins_and_other_sizes_are_not_fitted(tmp_path, caplog):
+    root = _tum_folder(tmp_path / "rgbd_dataset_freiburg2_desk")
+    _write(root / "calib.yaml", "fx: 50\nfy: 50\ncx: 160\ncy: 120\n")
+    assert _params(resolve_intrinsics(open_source(root))) == [50, 50, 160, 120]
+    odd = _tum_folder(tmp_path / "rgbd_dataset_freiburg2_pano", (400, 240))
+    with caplog.at_level("WARNING"):
+        camera = resolve_intrinsics(open_source(odd))
+    assert camera.is_guess and "not the frames' 400x240" in caplog.text
+    assert resolve_intrinsics(open_source(_tum_folder(tmp_path / "office"))).is_guess
+
+
 def test_resolve_with_missing_calib_path(tmp_path):
     with pytest.raises(InputNotFound, match="missing.yaml"):
         resolve_intrinsics(open_source(_kitti_folder(tmp_path)), calib_path=tmp_path / "missing.yaml")

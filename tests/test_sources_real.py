@@ -66,6 +66,9 @@ def test_tum_fr3_long_office():
     assert frames[0].name == "rgb/1341847980.722988.png" and frames[0].image.shape == (480, 640, 3)
     assert source.frame_refs()[-1].timestamp == 1341847996.874766
     assert source.ground_truth_path() == root / "groundtruth.txt"
+    # The folder names its camera (fr3): the intrinsics its README gives, published by TUM.
+    camera = resolve_intrinsics(source)
+    assert camera.model == "PINHOLE" and camera.params.tolist() == [535.4, 539.2, 320.1, 247.6]
 
 
 @pytest.mark.parametrize("sub", ["", "mav0", "mav0/cam0"])

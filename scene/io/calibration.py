@@ -341,7 +341,8 @@ def _positive(value) -> Optional[float]:
 def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[int, int]] = None,
                        camera_id: int = 1) -> Camera:
     """Intrinsics for the frames ``source`` yields, by priority:
-    ``calib_path`` > the layout's own file (KITTI calib.txt, EuRoC sensor.yaml) > EXIF of the first frame > guess.
+    ``calib_path`` > the layout's own file (KITTI calib.txt, EuRoC sensor.yaml) > the intrinsics its publisher
+    gives (TUM RGB-D) > EXIF of the first frame > guess.
 
     Everything is resolved at the source's original resolution, then scaled to ``processed_size``
     (default: ``source.size``, i.e. after its max_size downscale).
@@ -353,6 +354,9 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
         camera = load_calibration(calib_path, image_size=original, camera_id=camera_id)
     elif source.intrinsics_hint() is not None:
         camera = load_calibration(source.intrinsics_hint(), image_size=original, camera_id=camera_id)
+    elif source.published_intrinsics() is not None:
+        what, published = source.published_intrinsics()
+        camera = _fit_published(source, what, replace(published, camera_id=camera_id), original)
     elif source.first_image_path() is not None:  # not frame_refs(): that scans every file
         camera = camera_from_exif(source.first_image_path(), camera_id)
         if camera is not None and (camera.width, camera.height) != original:
@@ -364,6 +368,21 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
     if (camera.width, camera.height) != target:
         camera = camera.scaled(*target)
     return camera
+
+
+def _fit_published(source, what: str, camera: Camera, original: tuple[int, int]) -> Optional[Camera]:
+    """The published camera at the frames' size, or None (with a warning) when they are not a scaled copy of
+    the size it was published for."""
+    if (camera.width, camera.height) == original:
+        log.info("%s: %s", source.path, what)
+        return camera
+    sx, sy = original[0] / camera.width, original[1] / camera.height
+    if abs(sx - sy) > 0.01 * max(sx, sy):
+        log.warning("%s: %s are for %dx%d, not the frames' %dx%d; not used", source.path, what, camera.width,
+                    camera.height, *original)
+        return None
+    log.info("%s: %s, scaled to %dx%d", source.path, what, *original)
+    return camera.scaled(*original)
 
 
 def add_source_to_scene(scene: Scene, source, camera: Camera, progress=None) -> list[int]:

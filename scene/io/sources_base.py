@@ -120,6 +120,11 @@ class FrameSource(ABC):
         """A calibration file that the layout carries (KITTI calib.txt, EuRoC sensor.yaml, K.txt ...), or None."""
         return None
 
+    def published_intrinsics(self) -> Optional[tuple[str, "Camera"]]:
+        """(what they are, camera) when the layout's publisher gives the intrinsics instead of a file
+        (TUM RGB-D's Freiburg cameras), or None."""
+        return None
+
     def ground_truth_path(self) -> Optional[Path]:
         """A ground-truth trajectory file found beside the source, or None."""
         return None

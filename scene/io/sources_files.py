@@ -13,7 +13,9 @@ from typing import Iterator, Optional
 
 from ..errors import CorruptInput, InputNotFound, UnsupportedFormat
 from ..model import FrameRef
+from ..camera import Camera
 from .nerfstudio import transforms_calibrate
+from .published_intrinsics import tum_camera, tum_freiburg_camera
 from .sources_base import SCAN_STAGE, Frame, FrameSource, downscale, scan_step, scan_stride
 from .sources_decode import IMAGE_SUFFIXES, decode_image_file, file_problem
 
@@ -42,13 +44,15 @@ class FileListSource(FrameSource):
     """
 
     def __init__(self, layout: str, path: Path, entries: list[FileEntry], max_size: Optional[int] = None,
-                 calibration: Optional[Path] = None, ground_truth: Optional[Path] = None) -> None:
+                 calibration: Optional[Path] = None, ground_truth: Optional[Path] = None,
+                 published: Optional[tuple[str, Camera]] = None) -> None:
         super().__init__(path, max_size)
         self.layout = layout
         self.has_clock = layout != "images"
         self._entries = list(entries)
         self._calibration = calibration
         self._ground_truth = ground_truth
+        self._published = published
         self._checked = False  # True once frame_refs() has dropped the truncated files
         if not self._entries:
             raise InputNotFound(f"{path}: no frames found ({layout} layout)")
@@ -122,6 +126,9 @@ class FileListSource(FrameSource):
 
     def intrinsics_hint(self) -> Optional[Path]:
         return self._calibration
+
+    def published_intrinsics(self) -> Optional[tuple[str, Camera]]:
+        return self._published
 
     def ground_truth_path(self) -> Optional[Path]:
         return self._ground_truth
@@ -200,8 +207,11 @@ def open_tum(root: Path, max_size: Optional[int]) -> FileListSource:
     if not entries:
         raise InputNotFound(f"{listing}: lists no existing image files")
     gt = root / "groundtruth.txt"
+    number = tum_freiburg_camera(root)
+    published = (f"TUM RGB-D Freiburg {number} colour camera, published intrinsics", tum_camera(number)) \
+        if number is not None else None
     return FileListSource("tum", root, entries, max_size, calibration=find_calibration(root),
-                          ground_truth=gt if gt.is_file() else None)
+                          ground_truth=gt if gt.is_file() else None, published=published)
 
 
 # --- KITTI odometry: image_0/%06d.png + times.txt (+ calib.txt, poses/NN.txt) -----------------
