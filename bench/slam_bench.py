@@ -94,6 +94,10 @@ def default_sequences(frames: int = 120, cache_dir=None, data_dir=SHARED_DATA) -
     euroc = Path(data_dir) / "euroc_v101_micro"
     if euroc.is_dir():
         seqs.append(folder_sequence("euroc_v101_micro", euroc, stationary=True))
+    # Real handheld data, one frame a second (wide steps); no target, a reference beside pycolmap's.
+    tum = Path(data_dir) / "tum_fr3_long_office_1hz"
+    if tum.is_dir():
+        seqs.append(folder_sequence("tum_fr3_long_office_1hz", tum, tum / "groundtruth.txt"))
     return seqs
 
 
