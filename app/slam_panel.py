@@ -233,9 +233,10 @@ class SlamPanel(QtWidgets.QWidget):
             self.source_label.setText("No frame source: open a video or an image sequence first.")
         else:
             path, camera, gt = src
-            frames = self.window.scene.sources[-1].get("frames")
-            self.source_label.setText(f"<b>{path.name}</b> · {frames} frames · {camera.model} {camera.width}×"
-                                      f"{camera.height}" + (" · ground truth" if gt is not None else ""))
+            frames = self.window.scene.sources[-1].get("frames")  # absent for a model opened with its images
+            self.source_label.setText(f"<b>{path.name}</b>" + (f" · {frames} frames" if frames else "")
+                                      + f" · {camera.model} {camera.width}×{camera.height}"
+                                      + (" · ground truth" if gt is not None else ""))
             if frames:
                 with QtCore.QSignalBlocker(self.slider):
                     self.slider.setRange(0, int(frames) - 1)

@@ -70,9 +70,14 @@ KP_TRACKED = 1   # matched to a map point and an inlier of the pose
 KP_OUTLIER = 2   # matched, rejected by the pose optimisation
 
 
+SLAM_MAX_FEATURES = 3000
+
+
 @dataclass(frozen=True)
 class SlamOptions:
-    orb: OrbOptions = field(default_factory=OrbOptions)
+    # Features scale with the frame's area up to this many (1280x720 reaches it): a 1080 x 1920 phone frame
+    # at the full density (6750) made mapping too slow for Play, which then lost the map in 2 of 5 runs.
+    orb: OrbOptions = field(default_factory=lambda: OrbOptions(max_features=SLAM_MAX_FEATURES))
     init: InitOptions = field(default_factory=InitOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)
     mapping: MappingOptions = field(default_factory=MappingOptions)
