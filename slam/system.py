@@ -70,12 +70,12 @@ KP_TRACKED = 1   # matched to a map point and an inlier of the pose
 KP_OUTLIER = 2   # matched, rejected by the pose optimisation
 
 
-SLAM_MAX_FEATURES = 3000
+SLAM_MAX_FEATURES = 4000
 
 
 @dataclass(frozen=True)
 class SlamOptions:
-    # Features scale with the frame's area up to this many (1280x720 reaches it): a 1080 x 1920 phone frame
+    # Features scale with the frame's area up to this many (1280x960 reaches it): a 1080 x 1920 phone frame
     # at the full density (6750) made mapping too slow for Play, which then lost the map in 2 of 5 runs.
     orb: OrbOptions = field(default_factory=lambda: OrbOptions(max_features=SLAM_MAX_FEATURES))
     init: InitOptions = field(default_factory=InitOptions)

@@ -232,14 +232,14 @@ def test_bad_inputs_are_refused_with_clear_errors():
 
 def test_slam_caps_the_features_of_large_frames_and_keeps_them_spread():
     """SLAM's extractor scales the count with the area only up to SLAM_MAX_FEATURES: a 1920 x 1080 frame gets
-    3000 (6750 at the full density made Play's mapping fall behind on a phone video), a VGA frame its 1000."""
+    4000 (6750 at the full density made Play's mapping fall behind on a phone video), a VGA frame its 1000."""
     from slam.system import SLAM_MAX_FEATURES, System
 
     width, height = 1920, 1080
     image = textured_image(width, height, seed=7)
     system = System(pinhole(width, height))
     result = system.step(image, 0.0)
-    assert SLAM_MAX_FEATURES == 3000 and 0.97 * 3000 <= len(result.keypoints_xy) <= 3000
-    assert np.all(grid_counts(result.keypoints_xy, width, height, 8) > 0.5 * 3000 / 64)
-    assert System(pinhole(640, 480)).options.orb.max_features == 3000
-    assert pyramid_plan(640, 480, System(pinhole(640, 480)).options.orb).n_features == 1000
+    assert SLAM_MAX_FEATURES == 4000 and 0.97 * 4000 <= len(result.keypoints_xy) <= 4000
+    assert np.all(grid_counts(result.keypoints_xy, width, height, 8) > 0.5 * 4000 / 64)
+    vga = System(pinhole(640, 480)).options.orb
+    assert vga.max_features == 4000 and pyramid_plan(640, 480, vga).n_features == 1000
