@@ -114,7 +114,9 @@ class SlamPanel(QtWidgets.QWidget):
         self.align_box.setToolTip(
             "Monocular SLAM builds its map at an arbitrary scale in the first camera's frame. With ground truth, "
             "the result is moved into the ground truth's frame by the Sim(3) of the ATE, as the live map is drawn, "
-            "so the two overlay in the 3D view. Unticked, the scene keeps the SLAM frame.")
+            "so the two overlay in the 3D view. Without, when the scene already holds these frames as posed "
+            "images (a transforms.json or COLMAP model opened with them), it lands in their frame, fitted on the "
+            "keyframes. Unticked, the scene keeps the SLAM frame.")
         self.align_box.toggled.connect(self._align_changed)
         layout.addWidget(self.align_box)
 
@@ -242,13 +244,16 @@ class SlamPanel(QtWidgets.QWidget):
                     self.slider.setRange(0, int(frames) - 1)
         for b in (self.play_button, self.step_button, self.reset_button, self.finish_button):
             b.setEnabled(src is not None)
-        self.align_box.setEnabled(src is not None and src[2] is not None)
+        posed = any(im.registered for im in self.window.scene.images.values())
+        self.align_box.setText("Land the result in the ground truth's frame" if src is None or src[2] is not None
+                               or not posed else "Land the result in the frame of the scene's posed images")
+        self.align_box.setEnabled(src is not None and (src[2] is not None or posed))
         if src is not None:
             self._ensure_worker()  # opens the source and warms the SLAM kernels up before the first Play
 
     def _align_changed(self, on: bool) -> None:
         if self.worker is not None:
-            self.worker.align_to_ground_truth = on  # read when the result is written
+            self.worker.align_to_reference = on  # read when the result is written
 
     def _apply_cloud_visibility(self) -> None:
         view = self.window.view
@@ -275,7 +280,7 @@ class SlamPanel(QtWidgets.QWidget):
         path, camera, gt = src
         worker = SlamWorker(path, camera, self.window.scene, gt, parent=self)
         worker.realtime = self.realtime
-        worker.align_to_ground_truth = self.align_box.isChecked()
+        worker.align_to_reference = self.align_box.isChecked()
         worker.snapshot_ready.connect(self._on_snapshot)
         worker.results_written.connect(self._on_results)
         worker.failed.connect(lambda message: self.window.show_error("SLAM failed", message))

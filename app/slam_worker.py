@@ -48,7 +48,8 @@ class SlamWorker(QtCore.QThread):
         self.scene = scene
         self.ground_truth = ground_truth if ground_truth is not None and len(ground_truth) else None
         self.realtime = False
-        self.align_to_ground_truth = True  # write the result in the ground truth's frame (Sim(3) of the ATE)
+        # Write the result in the ground truth's frame (Sim(3) of the ATE), or in that of the scene's posed images.
+        self.align_to_reference = True
         self._min_interval_s = min_interval_s
         self._channel = None  # to the engine, once run() has started it
         self._early_commands: list = []  # commands given before that
@@ -188,11 +189,11 @@ class SlamWorker(QtCore.QThread):
     def _write_results(self, result, warning: Optional[str]) -> None:
         from slam.export import write_result
 
-        if self.align_to_ground_truth and self.ground_truth is not None:
-            result = self._in_ground_truth_frame(result)
         # One batch of scene events: the GUI takes one snapshot of the landed run, not one of a half-written one.
         with self.scene.events.batch():
             self._undo_previous_export()
+            if self.align_to_reference:
+                result = self._in_reference_frame(result)
             points_before = self.scene.points
             summary = write_result(result, self.scene)
         self._export = {"image_ids": list(range(summary["first_image_id"], summary["first_image_id"]
@@ -203,6 +204,20 @@ class SlamWorker(QtCore.QThread):
         if warning:  # the map stays in the scene to look at; the CLI refuses to write it
             log.warning("SLAM: %s", warning)
         self.results_written.emit(summary)
+
+    def _in_reference_frame(self, result):
+        """The result in the ground truth's frame, else in the frame of the scene's registered images of the
+        same frames (a model opened with them), else as it is."""
+        from slam.export import registered_frames_alignment, transformed
+
+        if self.ground_truth is not None:
+            return self._in_ground_truth_frame(result)
+        alignment = registered_frames_alignment(result, self.scene)
+        if alignment is None:
+            return result
+        log.info("SLAM: the result was moved into the frame of the scene's posed images of the same frames by a "
+                 "Sim(3) (scale %.4g)", alignment.scale)
+        return transformed(result, alignment)
 
     def _in_ground_truth_frame(self, result):
         from geometry.metrics import sim3_ate

@@ -155,7 +155,7 @@ def _straight_line_accuracy(est: Trajectory, gt: Trajectory) -> dict:
     """ATE for a collinear path, where centres alone leave the rotation about the line free: the Sim(3) is
     fitted to the centres plus, per camera, a point one path length (each trajectory's own) along its
     optical axis -- the orientations fix the roll about the line. Errors are still the centres' only."""
-    from geometry.align import umeyama
+    from geometry.align import umeyama_poses
     from geometry.lie import quat_wxyz_to_rotation, rotation_angle
     from geometry.metrics import associate
 
@@ -163,11 +163,8 @@ def _straight_line_accuracy(est: Trajectory, gt: Trajectory) -> dict:
     c_est, c_gt = est.world_from_cam_translation[ei], gt.world_from_cam_translation[gi]
     r_est = quat_wxyz_to_rotation(est.world_from_cam_quat_wxyz[ei])
     r_gt = quat_wxyz_to_rotation(gt.world_from_cam_quat_wxyz[gi])
-    len_est = np.linalg.norm(np.diff(c_est, axis=0), axis=1).sum()
     len_gt = np.linalg.norm(np.diff(c_gt, axis=0), axis=1).sum()
-    src = np.vstack([c_est, c_est + len_est * r_est[:, :, 2]])
-    dst = np.vstack([c_gt, c_gt + len_gt * r_gt[:, :, 2]])
-    rotation, translation, scale = umeyama(src, dst, with_scale=True)
+    rotation, translation, scale = umeyama_poses(c_est, r_est, c_gt, r_gt)
     errors = np.linalg.norm(scale * c_est @ rotation.T + translation - c_gt, axis=1)
     angles = np.degrees(rotation_angle(np.einsum("nji,njk->nik", r_gt, rotation @ r_est)))  # gt^T (R est)
     rmse = float(np.sqrt(np.mean(errors ** 2)))

@@ -49,3 +49,15 @@ def umeyama(src, dst, with_scale: bool = True) -> tuple[np.ndarray, np.ndarray, 
     scale = float(np.trace(np.diag(d) @ sign) / variance_x) if with_scale else 1.0
     translation = mean_y - scale * rotation @ mean_x
     return rotation, translation, scale
+
+
+def umeyama_poses(centres_src, rotations_src, centres_dst, rotations_dst) -> tuple[np.ndarray, np.ndarray, float]:
+    """(R, t, s) of ``umeyama`` between two sets of cameras, in order: their centres plus, per camera, a point
+    one path length (each set's own) along its optical axis. The orientations fix what centres alone leave
+    free, the rotation about a straight path. ``rotations_*``: (N, 3, 3) world_from_cam."""
+    c_src, c_dst = np.asarray(centres_src, np.float64), np.asarray(centres_dst, np.float64)
+    r_src, r_dst = np.asarray(rotations_src, np.float64), np.asarray(rotations_dst, np.float64)
+    len_src = np.linalg.norm(np.diff(c_src, axis=0), axis=1).sum()
+    len_dst = np.linalg.norm(np.diff(c_dst, axis=0), axis=1).sum()
+    return umeyama(np.vstack([c_src, c_src + len_src * r_src[:, :, 2]]),
+                   np.vstack([c_dst, c_dst + len_dst * r_dst[:, :, 2]]), with_scale=True)

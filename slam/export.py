@@ -16,11 +16,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
+from pathlib import Path
+
 import numpy as np
 
+from geometry.align import umeyama_poses
 from geometry.camera_models import project
+from geometry.metrics import Alignment
 from geometry.lie import quat_wxyz_to_rotation, rotation_to_quat_wxyz
 from scene.camera import Camera
+from scene.errors import ParallaxError
 from scene.messages import camera_fields, camera_from_fields, frame_ref_fields, frame_ref_from_fields
 from scene.model import FrameRef, Image, PointCloud, Points3D, Trajectory
 from scene.rigid import Rigid3d
@@ -164,6 +169,34 @@ def result_trajectory(result: SlamResult) -> Trajectory:
     posed = np.flatnonzero(np.all(np.isfinite(result.frame_cam_from_world), axis=1))
     return Trajectory.from_poses(result.frame_timestamps[posed],
                                  [_pose(result.frame_cam_from_world[i]).inverse() for i in posed])
+
+
+MIN_SHARED_KEYFRAMES = 3
+
+
+def _frame_key(ref: FrameRef) -> tuple[str, int | None]:
+    return str(Path(ref.path).resolve()), ref.frame_index
+
+
+def registered_frames_alignment(result: SlamResult, scene) -> Alignment | None:
+    """The Sim(3) from the result's world to the frame of the scene's registered images of the same frames
+    (a transforms.json or COLMAP model opened with them), fitted on the centres of the keyframes whose frame is
+    such an image; None with fewer than MIN_SHARED_KEYFRAMES of them or centres that fix no similarity."""
+    posed = {_frame_key(im.source): im.cam_from_world for im in scene.registered_images() if im.source is not None}
+    est, ref = [], []
+    for k, source in enumerate(result.kf_sources):
+        pose = posed.get(_frame_key(source)) if source is not None else None
+        if pose is not None and np.all(np.isfinite(result.kf_cam_from_world[k])):
+            est.append(_pose(result.kf_cam_from_world[k]).inverse())
+            ref.append(pose.inverse())
+    if len(est) < MIN_SHARED_KEYFRAMES:
+        return None
+    try:  # orientations too: keyframes along a straight path leave the roll about it free
+        rotation, translation, scale = umeyama_poses([p.translation for p in est], [p.rotation for p in est],
+                                                     [p.translation for p in ref], [p.rotation for p in ref])
+    except ParallaxError:  # every keyframe at one spot
+        return None
+    return Alignment("sim3", rotation, translation, scale)
 
 
 def transformed(result: SlamResult, alignment) -> SlamResult:

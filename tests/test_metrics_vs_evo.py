@@ -246,6 +246,22 @@ def test_umeyama_rejects_collinear_points():
         umeyama(line, line + 1.0)
 
 
+def test_umeyama_poses_fixes_the_roll_about_a_straight_path_from_the_orientations():
+    from geometry.align import umeyama_poses
+
+    rng = np.random.default_rng(3)
+    centres = np.outer(np.arange(8.0), [1.0, 0.2, 0.0])            # a straight path: centres alone cannot do it
+    rotations = lie.so3_exp(rng.normal(0, 0.3, (8, 3)))
+    turn = lie.so3_exp(np.array([[0.3, -1.1, 0.7]]))[0]
+    moved = 2.5 * centres @ turn.T + [1.0, -2.0, 0.5]
+    rotation, translation, scale = umeyama_poses(centres, rotations, moved, turn @ rotations)
+    np.testing.assert_allclose(rotation, turn, atol=1e-9)
+    np.testing.assert_allclose(translation, [1.0, -2.0, 0.5], atol=1e-9)
+    assert scale == pytest.approx(2.5)
+    with pytest.raises(ParallaxError, match="collinear"):
+        umeyama(centres, moved)
+
+
 def test_umeyama_rejects_coincident_points():
     same = np.ones((5, 3))
     with pytest.raises(ParallaxError, match="same position"):

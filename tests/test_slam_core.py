@@ -431,7 +431,7 @@ def test_the_slam_tabs_relay_lands_the_result_in_the_ground_truths_frame_unless_
     for align in (True, False):
         scene = Scene()
         worker = SlamWorker("unused", system.camera, scene, gt)  # never started: only its result writer runs
-        worker.align_to_ground_truth = align
+        worker.align_to_reference = align
         worker._write_results(system.result(), None)
         unaligned = ate(scene.trajectories["slam"], gt, align="none").rmse
         if align:
@@ -441,6 +441,51 @@ def test_the_slam_tabs_relay_lands_the_result_in_the_ground_truths_frame_unless_
             expected = Scene()
             system.to_scene(expected)
             assert np.array_equal(scene.points.xyz, expected.points.xyz)
+
+
+def test_without_ground_truth_the_result_lands_in_the_frame_of_the_scenes_posed_images():
+    """A scene opened from a model (transforms.json, COLMAP) holds the frames already registered, in that model's
+    frame: the SLAM keyframes land beside those images, not in the SLAM frame; the model's images stay as they are."""
+    pytest.importorskip("PyQt6")
+    from app.slam_worker import SlamWorker
+    from geometry.lie import rotation_to_quat_wxyz
+    from geometry.metrics import Alignment
+    from scene.model import FrameRef, Image
+    from scene.rigid import Rigid3d
+
+    timestamps, poses, frames = rendered("forward_walk")
+    n = 40
+    refs = [FrameRef(f"/frames/{i:04d}.png", None, float(timestamps[i])) for i in range(n)]
+    system = System(demo_camera())
+    for i in range(n):
+        system.step(frames[i], timestamps[i], ref=refs[i])
+    system.finish()
+    angle = np.radians(40.0)
+    turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
+    model_from_world = Alignment("sim3", turn, np.array([3.0, -1.0, 2.0]), 2.5)  # the model's own frame
+    path = np.linalg.norm(np.diff([p.translation for p in poses[:n]], axis=0), axis=1).sum() * 2.5
+    for align in (True, False):
+        scene = Scene()
+        scene.add_camera(system.camera)
+        model = {}
+        for i in range(n):
+            world_from_cam = Rigid3d(rotation_to_quat_wxyz(turn @ poses[i].rotation),
+                                     model_from_world.apply_positions(poses[i].translation[None])[0])
+            model[i + 1] = world_from_cam.inverse()
+            scene.add_images([Image(i + 1, f"{i:04d}.png", system.camera.camera_id, model[i + 1], source=refs[i])])
+        worker = SlamWorker("unused", system.camera, scene, None)  # no ground truth; never started
+        worker.align_to_reference = align
+        worker._write_results(system.result(), None)
+        assert all(scene.images[i].cam_from_world == model[i] for i in model)  # nothing of the model is lost
+        landed = [im for im in scene.images.values() if im.image_id > n]
+        assert len(landed) >= 5 and all(im.registered for im in landed)
+        frame_of = {ref.path: i + 1 for i, ref in enumerate(refs)}
+        errors = [np.linalg.norm(im.cam_from_world.center() - model[frame_of[im.source.path]].center())
+                  for im in landed]
+        if align:
+            assert max(errors) < 0.01 * path
+        else:  # the SLAM frame
+            assert max(errors) > 0.1 * path
 
 
 def test_reset_clears_everything():
