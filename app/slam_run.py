@@ -47,24 +47,25 @@ def slam_statistics(summary, system) -> dict:
     }
 
 
-def _intrinsics_origin(camera, calib) -> str:
-    """Where the intrinsics came from, for messages: the calibration file's name, else the camera's source."""
-    return f"from {Path(calib).name}" if calib else f"({camera.intrinsics_source})"
+def _intrinsics_origin(camera, origin) -> str:
+    """Where the intrinsics came from, for messages: ``origin`` (scene.io.calibration.intrinsics_origin), else
+    the camera's source."""
+    return f"from {origin}" if origin else f"({camera.intrinsics_source})"
 
 
-def _initialisation_advice(camera, calib) -> str:
+def _initialisation_advice(camera, origin) -> str:
     """What to check when initialisation keeps failing: motion and texture first, then the intrinsics."""
-    return (f"not enough camera motion or texture, or wrong intrinsics {_intrinsics_origin(camera, calib)}: "
+    return (f"not enough camera motion or texture, or wrong intrinsics {_intrinsics_origin(camera, origin)}: "
             f"{camera.describe()}; "
             "check the calibration (--calib) matches this camera and resolution")
 
 
-def intrinsics_warning(check, camera, calib) -> str:
+def intrinsics_warning(check, camera, origin) -> str:
     """The message for a ``slam.intrinsics_check.FocalCheck`` that found the focal length far off ('' if not)."""
     if check is None or not check.suspicious:
         return ""
     fx, fy = camera.focal_xy
-    return (f"the intrinsics {_intrinsics_origin(camera, calib)} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
+    return (f"the intrinsics {_intrinsics_origin(camera, origin)} look wrong: bundle adjustment over the first {check.keyframes} keyframes "
             f"prefers a focal length {check.focal_ratio:.2f}x the given one (about fx={fx * check.focal_ratio:.0f}, "
             f"fy={fy * check.focal_ratio:.0f} instead of fx={fx:g}, fy={fy:g}; reprojection RMS "
             f"{check.rms_given_px:.2f} px -> {check.rms_free_px:.2f} px); "
@@ -77,7 +78,7 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     """Run SLAM over a source; ``loop_closure=False`` is ``--no-loop-closure``; ``intrinsics_check=False``
     (``--no-intrinsics-check``) writes the result even when the map says the focal length is far off."""
     from scene.atomic import atomic_write_text
-    from scene.io.calibration import resolve_intrinsics
+    from scene.io.calibration import intrinsics_origin, resolve_intrinsics
     from scene.io.sources import open_source
     from scene.io.trajectory_io import read_trajectory, write_trajectory
     from scene.model import Scene
@@ -89,14 +90,15 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
         raise ParallaxError(f"--max-frames must be at least 2, got {max_frames}")
     source = open_source(Path(source_path))
     camera = resolve_intrinsics(source, calib_path=calib)
+    origin = intrinsics_origin(source, camera, calib)
     frames = _FirstFrames(source, max_frames) if max_frames else source
     system = System(camera, SlamOptions(loop=LoopOptions(enabled=bool(loop_closure))))
     summary = system.run(frames, progress=progress)
     if summary.initialized_at_frame is None:
         raise ParallaxError(f"{source_path}: SLAM did not initialise in {summary.frames} frames: "
-                            f"{_initialisation_advice(camera, calib)}; nothing was written")
+                            f"{_initialisation_advice(camera, origin)}; nothing was written")
     check = system.check_intrinsics()
-    warning = intrinsics_warning(check, camera, calib)
+    warning = intrinsics_warning(check, camera, origin)
     if warning and intrinsics_check and not camera.is_guess:
         raise ParallaxError(f"{source_path}: {warning}; nothing was written (--no-intrinsics-check writes it "
                             "anyway)")

@@ -76,6 +76,7 @@ def test_info_on_kitti_reports_layout_and_calibration():
     info = json.loads(result.stdout)
     assert info["layout"] == "kitti" and info["frames"] == 80 and info["resolution"] == [1226, 370]
     assert "707.09" in info["intrinsics"][0]["description"] and info["intrinsics"][0]["source"] != "guess"
+    assert info["calibration"] == str(kitti / "calib.txt")  # which file they came from
 
 
 def test_info_marks_guessed_intrinsics(tmp_path):
@@ -85,7 +86,7 @@ def test_info_marks_guessed_intrinsics(tmp_path):
         cv2.imwrite(str(tmp_path / f"img{i}.png"), np.full((48, 64, 3), 40 * i, np.uint8))
     result = parallax("info", tmp_path)
     assert result.returncode == 0, result.stderr
-    assert "GUESS" in result.stdout
+    assert "GUESS" in result.stdout and "calibration: a guess" in result.stdout
 
 
 def test_output_under_a_file_is_one_line(tmp_path):

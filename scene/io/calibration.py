@@ -370,6 +370,22 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
     return camera
 
 
+def intrinsics_origin(source, camera: Camera, calib_path=None) -> str:
+    """Where ``resolve_intrinsics`` took ``camera`` for ``source`` from, in words: a file, the publisher's
+    values, EXIF or a guess."""
+    if camera.is_guess:
+        return "a guess (focal = 1.2 x max(w, h))"
+    if camera.intrinsics_source == "exif":
+        return f"the EXIF of {Path(source.first_image_path()).name}"
+    if calib_path is not None:
+        return str(calib_path)
+    if source.intrinsics_hint() is not None:
+        return str(source.intrinsics_hint())
+    if source.published_intrinsics() is not None:
+        return source.published_intrinsics()[0]
+    return camera.intrinsics_source
+
+
 def _fit_published(source, what: str, camera: Camera, original: tuple[int, int]) -> Optional[Camera]:
     """The published camera at the frames' size, or None (with a warning) when they are not a scaled copy of
     the size it was published for."""

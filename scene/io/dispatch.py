@@ -200,7 +200,7 @@ def _export(scene: Scene, path: Path, fmt: str, name: str | None) -> Path:
 
 def describe_frames(path, calib=None) -> dict:
     """Layout, frame count, resolution and intrinsics of a frame source, without reading every frame."""
-    from .calibration import resolve_intrinsics
+    from .calibration import intrinsics_origin, resolve_intrinsics
     from .sources import open_source
 
     source = open_source(Path(path))
@@ -212,6 +212,7 @@ def describe_frames(path, calib=None) -> dict:
         "resolution": list(source.size),
         "intrinsics": [{"camera_id": camera.camera_id, "description": camera.describe(),
                         "source": camera.intrinsics_source}],
+        "calibration": intrinsics_origin(source, camera, calib),
         "ground_truth": None if gt is None else str(gt),
         "poses": 0,
         "points3D": 0,
