@@ -48,8 +48,8 @@ def slam_statistics(summary, system) -> dict:
 
 
 def _intrinsics_origin(camera, origin) -> str:
-    """Where the intrinsics came from, for messages: ``origin`` (scene.io.calibration.intrinsics_origin), else
-    the camera's source."""
+    """Where the intrinsics came from, for messages: ``origin`` (from scene.io.calibration's
+    resolve_intrinsics_with_origin), else the camera's source."""
     return f"from {origin}" if origin else f"({camera.intrinsics_source})"
 
 
@@ -78,7 +78,7 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     """Run SLAM over a source; ``loop_closure=False`` is ``--no-loop-closure``; ``intrinsics_check=False``
     (``--no-intrinsics-check``) writes the result even when the map says the focal length is far off."""
     from scene.atomic import atomic_write_text
-    from scene.io.calibration import intrinsics_origin, resolve_intrinsics
+    from scene.io.calibration import resolve_intrinsics_with_origin
     from scene.io.sources import open_source
     from scene.io.trajectory_io import read_trajectory, write_trajectory
     from scene.model import Scene
@@ -89,8 +89,7 @@ def run_slam_command(source_path, output, calib=None, max_frames=None, trajector
     if max_frames is not None and max_frames < 2:
         raise ParallaxError(f"--max-frames must be at least 2, got {max_frames}")
     source = open_source(Path(source_path))
-    camera = resolve_intrinsics(source, calib_path=calib)
-    origin = intrinsics_origin(source, camera, calib)
+    camera, origin = resolve_intrinsics_with_origin(source, calib_path=calib)
     frames = _FirstFrames(source, max_frames) if max_frames else source
     system = System(camera, SlamOptions(loop=LoopOptions(enabled=bool(loop_closure))))
     summary = system.run(frames, progress=progress)

@@ -15,15 +15,14 @@ the process that owns the scene.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
-
 from pathlib import Path
 
 import numpy as np
 
 from geometry.align import umeyama_poses
 from geometry.camera_models import project
-from geometry.metrics import Alignment
 from geometry.lie import quat_wxyz_to_rotation, rotation_to_quat_wxyz
+from geometry.metrics import Alignment
 from scene.camera import Camera
 from scene.errors import ParallaxError
 from scene.messages import camera_fields, camera_from_fields, frame_ref_fields, frame_ref_from_fields
@@ -180,8 +179,9 @@ def _frame_key(ref: FrameRef) -> tuple[str, int | None]:
 
 def registered_frames_alignment(result: SlamResult, scene) -> Alignment | None:
     """The Sim(3) from the result's world to the frame of the scene's registered images of the same frames
-    (a transforms.json or COLMAP model opened with them), fitted on the centres of the keyframes whose frame is
-    such an image; None with fewer than MIN_SHARED_KEYFRAMES of them or centres that fix no similarity."""
+    (a transforms.json or COLMAP model opened with them), fitted on the centres and optical axes of the keyframes
+    whose frame is such an image (``umeyama_poses``); None with fewer than MIN_SHARED_KEYFRAMES of them, or all
+    of them at one spot."""
     posed = {_frame_key(im.source): im.cam_from_world for im in scene.registered_images() if im.source is not None}
     est, ref = [], []
     for k, source in enumerate(result.kf_sources):

@@ -76,7 +76,7 @@ SLAM_MAX_FEATURES = 4000
 @dataclass(frozen=True)
 class SlamOptions:
     # Features scale with the frame's area up to this many (1280x960 reaches it): a 1080 x 1920 phone frame
-    # at the full density (6750) made mapping too slow for Play, which then lost the map in 2 of 5 runs.
+    # at the full density (6750) made mapping too slow for Play, and 2 of 5 runs ended with a wrong trajectory.
     orb: OrbOptions = field(default_factory=lambda: OrbOptions(max_features=SLAM_MAX_FEATURES))
     init: InitOptions = field(default_factory=InitOptions)
     tracking: TrackingOptions = field(default_factory=TrackingOptions)

@@ -11,8 +11,8 @@ from PIL import Image as PILImage
 
 from scene.camera import Camera
 from scene.errors import CorruptInput, InputNotFound
-from scene.io.calibration import (add_source_to_scene, camera_from_exif, intrinsics_origin, load_calibration,
-                                  resolve_intrinsics)
+from scene.io.calibration import (add_source_to_scene, camera_from_exif, load_calibration, resolve_intrinsics,
+                                  resolve_intrinsics_with_origin)
 from scene.io.sources import open_source
 from scene.model import Scene
 from scene.progress import Cancelled, RecordingProgress
@@ -350,7 +350,7 @@ def test_resolve_uses_exif_then_guess(tmp_path):
     source = open_source(tmp_path / "exif")
     camera = resolve_intrinsics(source)
     assert camera.intrinsics_source == "exif" and camera.params[0] == pytest.approx(40.0)
-    assert intrinsics_origin(source, camera) == "the EXIF of a.jpg"
+    assert resolve_intrinsics_with_origin(source) == (camera, "the EXIF of a.jpg")
     (tmp_path / "plain").mkdir()
     cv2.imwrite(str(tmp_path / "plain" / "a.png"), np.zeros((30, 40, 3), np.uint8))
     guess = resolve_intrinsics(open_source(tmp_path / "plain", max_size=20))
@@ -392,7 +392,7 @@ def test_resolve_uses_instant_ngp_transforms_of_the_images_folder(tmp_path):
     (tmp_path / "transforms.json").write_text(json.dumps(doc))
     source = open_source(tmp_path / "images", max_size=40)
     camera = resolve_intrinsics(source)
-    assert intrinsics_origin(source, camera) == str(tmp_path / "transforms.json")
+    assert resolve_intrinsics_with_origin(source) == (camera, str(tmp_path / "transforms.json"))
     assert camera.model == "OPENCV" and camera.intrinsics_source == "calib"
     assert camera.params.tolist() == pytest.approx([35.0, 35.5, 20.5, 14.5, 0.05, -0.08, 0.001, 0.0002])
 
@@ -437,7 +437,8 @@ def test_resolve_uses_tum_published_intrinsics_scaled_to_the_frames(tmp_path, ca
     with caplog.at_level("INFO"):
         camera = resolve_intrinsics(source)
     assert "Freiburg 1" in caplog.text and camera.intrinsics_source == "calib" and camera.model == "FULL_OPENCV"
-    assert intrinsics_origin(source, camera) == "TUM RGB-D Freiburg 1 colour camera, published intrinsics"
+    origin = "TUM RGB-D Freiburg 1 colour camera, published intrinsics"
+    assert resolve_intrinsics_with_origin(source) == (camera, origin)
     assert (camera.width, camera.height) == (320, 240)
     assert camera.params.tolist() == pytest.approx([517.306408 / 2, 516.469215 / 2, 318.643040 / 2, 255.313989 / 2,
                                                     0.262383, -0.953104, -0.005358, 0.002628, 1.163314, 0, 0, 0])
@@ -453,7 +454,7 @@ def test_tum_calibration_file_wins_and_other_sizes_are_not_fitted(tmp_path, capl
     with caplog.at_level("WARNING"):
         camera = resolve_intrinsics(open_source(odd))
     assert camera.is_guess and "not the frames' 400x240" in caplog.text
-    assert intrinsics_origin(open_source(odd), camera).startswith("a guess")
+    assert resolve_intrinsics_with_origin(open_source(odd))[1].startswith("a guess")
     assert resolve_intrinsics(open_source(_tum_folder(tmp_path / "office"))).is_guess
 
 

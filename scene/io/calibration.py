@@ -64,6 +64,12 @@ def _finite_params(path: Path, values, what: str) -> np.ndarray:
     return array
 
 
+def _scaled_copy(size, target) -> bool:
+    """Whether ``target`` (width, height) is ``size`` scaled, its two ratios within 1 % of each other."""
+    sx, sy = target[0] / size[0], target[1] / size[1]
+    return abs(sx - sy) <= 0.01 * max(sx, sy)
+
+
 def _make_camera(path: Path, model: str, size, params, source: str, image_size, camera_id: int) -> Camera:
     """Build and validate the camera, then fit it to image_size."""
     params = _finite_params(path, params, f"{model} parameters")
@@ -81,7 +87,7 @@ def _make_camera(path: Path, model: str, size, params, source: str, image_size, 
         raise CorruptInput(f"{path}: focal length must be positive, got fx={fx:g} fy={fy:g}")
     if image_size is not None and tuple(image_size) != (width, height):
         target_w, target_h = (int(v) for v in image_size)
-        if abs(target_w / width - target_h / height) > 0.01 * max(target_w / width, target_h / height):
+        if not _scaled_copy((width, height), (target_w, target_h)):
             raise CorruptInput(f"{path}: calibrated for {width}x{height}, which is not a scaled version of the "
                                f"images' {target_w}x{target_h}")
         camera = camera.scaled(target_w, target_h)
@@ -347,43 +353,36 @@ def resolve_intrinsics(source, calib_path=None, processed_size: Optional[tuple[i
     Everything is resolved at the source's original resolution, then scaled to ``processed_size``
     (default: ``source.size``, i.e. after its max_size downscale).
     """
+    return resolve_intrinsics_with_origin(source, calib_path, processed_size, camera_id)[0]
+
+
+def resolve_intrinsics_with_origin(source, calib_path=None, processed_size: Optional[tuple[int, int]] = None,
+                                   camera_id: int = 1) -> tuple[Camera, str]:
+    """``resolve_intrinsics`` and, in words, where it took them from: a file, the publisher's values, the
+    EXIF of a picture or a guess."""
     original = tuple(source.original_size)
     target = tuple(processed_size) if processed_size is not None else tuple(source.size)
-    camera = None
+    camera, origin = None, ""
     if calib_path is not None:
-        camera = load_calibration(calib_path, image_size=original, camera_id=camera_id)
+        camera, origin = load_calibration(calib_path, image_size=original, camera_id=camera_id), str(calib_path)
     elif source.intrinsics_hint() is not None:
         camera = load_calibration(source.intrinsics_hint(), image_size=original, camera_id=camera_id)
+        origin = str(source.intrinsics_hint())
     elif source.published_intrinsics() is not None:
-        what, published = source.published_intrinsics()
-        camera = _fit_published(source, what, replace(published, camera_id=camera_id), original)
+        origin, published = source.published_intrinsics()
+        camera = _fit_published(source, origin, replace(published, camera_id=camera_id), original)
     elif source.first_image_path() is not None:  # not frame_refs(): that scans every file
         camera = camera_from_exif(source.first_image_path(), camera_id)
+        origin = f"the EXIF of {Path(source.first_image_path()).name}"
         if camera is not None and (camera.width, camera.height) != original:
             camera = None  # EXIF of a different picture than the frames we decode; do not trust it
     if camera is None:
-        camera = guess_camera(camera_id, *original)
+        camera, origin = guess_camera(camera_id, *original), "a guess (focal = 1.2 x max(w, h))"
         log.warning("%s: no calibration found; GUESSING intrinsics (focal = 1.2 x max(w, h)). "
                     "Pass a calibration file for metric accuracy.", source.path)
     if (camera.width, camera.height) != target:
         camera = camera.scaled(*target)
-    return camera
-
-
-def intrinsics_origin(source, camera: Camera, calib_path=None) -> str:
-    """Where ``resolve_intrinsics`` took ``camera`` for ``source`` from, in words: a file, the publisher's
-    values, EXIF or a guess."""
-    if camera.is_guess:
-        return "a guess (focal = 1.2 x max(w, h))"
-    if camera.intrinsics_source == "exif":
-        return f"the EXIF of {Path(source.first_image_path()).name}"
-    if calib_path is not None:
-        return str(calib_path)
-    if source.intrinsics_hint() is not None:
-        return str(source.intrinsics_hint())
-    if source.published_intrinsics() is not None:
-        return source.published_intrinsics()[0]
-    return camera.intrinsics_source
+    return camera, origin
 
 
 def _fit_published(source, what: str, camera: Camera, original: tuple[int, int]) -> Optional[Camera]:
@@ -392,8 +391,7 @@ def _fit_published(source, what: str, camera: Camera, original: tuple[int, int])
     if (camera.width, camera.height) == original:
         log.info("%s: %s", source.path, what)
         return camera
-    sx, sy = original[0] / camera.width, original[1] / camera.height
-    if abs(sx - sy) > 0.01 * max(sx, sy):
+    if not _scaled_copy((camera.width, camera.height), original):
         log.warning("%s: %s are for %dx%d, not the frames' %dx%d; not used", source.path, what, camera.width,
                     camera.height, *original)
         return None

@@ -200,11 +200,11 @@ def _export(scene: Scene, path: Path, fmt: str, name: str | None) -> Path:
 
 def describe_frames(path, calib=None) -> dict:
     """Layout, frame count, resolution and intrinsics of a frame source, without reading every frame."""
-    from .calibration import intrinsics_origin, resolve_intrinsics
+    from .calibration import resolve_intrinsics_with_origin
     from .sources import open_source
 
     source = open_source(Path(path))
-    camera = resolve_intrinsics(source, calib_path=calib)
+    camera, origin = resolve_intrinsics_with_origin(source, calib_path=calib)
     gt = source.ground_truth_path()
     return {
         "layout": source.layout,
@@ -212,7 +212,7 @@ def describe_frames(path, calib=None) -> dict:
         "resolution": list(source.size),
         "intrinsics": [{"camera_id": camera.camera_id, "description": camera.describe(),
                         "source": camera.intrinsics_source}],
-        "calibration": intrinsics_origin(source, camera, calib),
+        "calibration": origin,
         "ground_truth": None if gt is None else str(gt),
         "poses": 0,
         "points3D": 0,

@@ -4,13 +4,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import TYPE_CHECKING, Iterator, Optional
 
 import cv2
 import numpy as np
 
 from ..model import FrameRef
 from ..progress import Cancelled
+
+if TYPE_CHECKING:
+    from ..camera import Camera
 
 SCAN_STAGE = "scan frames"
 
@@ -120,7 +123,7 @@ class FrameSource(ABC):
         """A calibration file that the layout carries (KITTI calib.txt, EuRoC sensor.yaml, K.txt ...), or None."""
         return None
 
-    def published_intrinsics(self) -> Optional[tuple[str, "Camera"]]:
+    def published_intrinsics(self) -> Optional[tuple[str, Camera]]:
         """(what they are, camera) when the layout's publisher gives the intrinsics instead of a file
         (TUM RGB-D's Freiburg cameras), or None."""
         return None

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator, Optional
 
+from ..camera import Camera
 from ..errors import CorruptInput, InputNotFound, UnsupportedFormat
 from ..model import FrameRef
-from ..camera import Camera
 from .nerfstudio import transforms_calibrate
 from .published_intrinsics import tum_camera, tum_freiburg_camera
 from .sources_base import SCAN_STAGE, Frame, FrameSource, downscale, scan_step, scan_stride
@@ -45,10 +45,10 @@ class FileListSource(FrameSource):
 
     def __init__(self, layout: str, path: Path, entries: list[FileEntry], max_size: Optional[int] = None,
                  calibration: Optional[Path] = None, ground_truth: Optional[Path] = None,
-                 published: Optional[tuple[str, Camera]] = None) -> None:
+                 published: Optional[tuple[str, Camera]] = None, has_clock: bool = True) -> None:
         super().__init__(path, max_size)
         self.layout = layout
-        self.has_clock = layout != "images"
+        self.has_clock = has_clock
         self._entries = list(entries)
         self._calibration = calibration
         self._ground_truth = ground_truth
@@ -181,7 +181,7 @@ def open_image_folder(folder: Path, max_size: Optional[int]) -> FileListSource:
                                 f"it holds {len(files)} other file(s): {names}")
     # No clock in a plain folder: the frame index stands in for seconds.
     entries = [FileEntry(p, float(i), p.name) for i, p in enumerate(images)]
-    return FileListSource("images", folder, entries, max_size, calibration=find_calibration(folder))
+    return FileListSource("images", folder, entries, max_size, calibration=find_calibration(folder), has_clock=False)
 
 
 # --- TUM RGB-D: rgb.txt lists "timestamp filename" -------------------------------------------
