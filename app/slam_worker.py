@@ -58,7 +58,7 @@ class SlamWorker(QtCore.QThread):
         self._latest: Optional[SlamSnapshot] = None
         self._pending = False
         self._poke.connect(self._deliver, QtCore.Qt.ConnectionType.QueuedConnection)
-        self._export: Optional[dict] = None  # what the last write_result added, to undo it on re-export
+        self._export: Optional[dict] = None  # what the last write_result changed, to undo it on re-export
         self._process = None
 
     # --- commands (GUI thread) --------------------------------------------------------------
@@ -194,10 +194,13 @@ class SlamWorker(QtCore.QThread):
             self._undo_previous_export()
             if self.align_to_reference:
                 result = self._in_reference_frame(result)
-            points_before = self.scene.points
+            points_before, images_before = self.scene.points, dict(self.scene.images)
             summary = write_result(result, self.scene)
-        self._export = {"image_ids": list(range(summary["first_image_id"], summary["first_image_id"]
-                                                + summary["images"])),
+        # Keyframes take new image ids, or the ids of the frames the scene held bare: a re-export removes the
+        # first and gives the second back as they were, so no frame the user opened leaves the scene.
+        taken = summary["keyframe_image_ids"]
+        self._export = {"added_image_ids": [i for i in taken if i not in images_before],
+                        "replaced_images": [images_before[i] for i in taken if i in images_before],
                         "points_before": points_before, "points_after": self.scene.points}
         log.info("SLAM results written to the scene: %d keyframes, %d points, %d trajectory poses",
                  summary["images"], summary["points"], summary["trajectory_poses"])
@@ -237,7 +240,9 @@ class SlamWorker(QtCore.QThread):
         previous, self._export = self._export, None
         if previous is None:
             return
-        self.scene.remove_images(previous["image_ids"])
+        self.scene.remove_images(previous["added_image_ids"])
+        if previous["replaced_images"]:
+            self.scene.add_images(previous["replaced_images"])
         if self.scene.points is previous["points_after"]:  # nobody replaced them since
             self.scene.set_points(previous["points_before"])
 

@@ -488,6 +488,44 @@ def test_without_ground_truth_the_result_lands_in_the_frame_of_the_scenes_posed_
             assert max(errors) > 0.1 * path
 
 
+def test_a_second_export_gives_back_the_bare_frames_the_first_one_took():
+    """The tab writes every run it finishes, and undoes its last write first. Keyframes take the ids of the frames
+    the scene holds bare (opened, not registered): the undo gives those back as they were, removes nothing else,
+    and the frame list keeps its ids. Before, it removed a range of ids from the first keyframe's on."""
+    pytest.importorskip("PyQt6")
+    from app.slam_worker import SlamWorker
+    from scene.model import FrameRef, Image
+
+    timestamps, _, frames = rendered("forward_walk")
+    n = 30
+    refs = [FrameRef(f"/frames/{i:04d}.png", None, float(timestamps[i])) for i in range(n)]
+    system = System(demo_camera())
+    for i in range(n):
+        system.step(frames[i], timestamps[i], ref=refs[i])
+    system.finish()
+    result = system.result()
+    camera_id = system.camera.camera_id
+    scene = Scene()
+    scene.add_camera(system.camera)
+    # The frames at odd ids, another folder's images at the even ids between them.
+    bare = {2 * i + 1: Image(2 * i + 1, f"{i:04d}.png", camera_id, None, source=refs[i]) for i in range(n)}
+    other = {2 * i + 2: Image(2 * i + 2, f"other{i:04d}.png", camera_id, None,
+                              source=FrameRef(f"/other/{i:04d}.png", None, 0.0)) for i in range(n)}
+    scene.add_images([*bare.values(), *other.values()])
+    worker = SlamWorker("unused", system.camera, scene, None)  # never started: only its result writer runs
+    worker._write_results(result, None)
+    registered = {i for i, im in scene.images.items() if im.registered}
+    assert len(registered) == len(result.kf_names) and registered <= set(bare)
+    points = len(scene.points)
+    assert points > 100
+    worker._write_results(result, None)
+    assert sorted(scene.images) == sorted([*bare, *other])
+    assert all(scene.images[i] is other[i] for i in other)
+    assert all(scene.images[i] is bare[i] for i in bare if i not in registered)
+    assert {i for i, im in scene.images.items() if im.registered} == registered
+    assert len(scene.points) == points  # the first run's points gave way to the second's
+
+
 def test_reset_clears_everything():
     timestamps, _, frames = rendered("forward_walk")
     system = System(demo_camera())
