@@ -114,16 +114,31 @@ class _PipeLogHandler(logging.Handler):
             self.handleError(record)
 
 
+class GuiSender:
+    """``send(kind, **fields)`` to the GUI process, one message at a time (the mapping thread logs too). Once
+    the GUI has gone (its window closed mid-Play), sending does nothing: the engine ends at its next look at
+    the command pipe, which reads end-of-file, instead of dying with a BrokenPipeError traceback."""
+
+    def __init__(self, channel):
+        self._channel = channel
+        self._lock = threading.Lock()
+        self.gui_gone = False
+
+    def __call__(self, kind: str, **message) -> None:
+        with self._lock:
+            if self.gui_gone:
+                return
+            try:
+                self._channel.send(kind, **message)
+            except OSError:
+                self.gui_gone = True
+
+
 def main(argv: list[str]) -> None:
     """The engine process (``python -m app.slam_engine READ_FD WRITE_FD``): serve commands until "quit" or
     until the GUI process goes away."""
     channel = child_channel(argv)
-    sending = threading.Lock()  # the mapping thread logs too: one message at a time on the pipe
-
-    def send(kind, **message):
-        with sending:
-            channel.send(kind, **message)
-
+    send = GuiSender(channel)
     _lower_priority()
     _, start = channel.recv()
     root = logging.getLogger()

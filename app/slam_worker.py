@@ -195,13 +195,15 @@ class SlamWorker(QtCore.QThread):
             if self.align_to_reference:
                 result = self._in_reference_frame(result)
             points_before, images_before = self.scene.points, dict(self.scene.images)
+            named_before = _named_values(self.scene)
             summary = write_result(result, self.scene)
         # Keyframes take new image ids, or the ids of the frames the scene held bare: a re-export removes the
         # first and gives the second back as they were, so no frame the user opened leaves the scene.
         taken = summary["keyframe_image_ids"]
         self._export = {"added_image_ids": [i for i in taken if i not in images_before],
                         "replaced_images": [images_before[i] for i in taken if i in images_before],
-                        "points_before": points_before, "points_after": self.scene.points}
+                        "points_before": points_before, "points_after": self.scene.points,
+                        "named_before": named_before, "named_after": _named_values(self.scene)}
         log.info("SLAM results written to the scene: %d keyframes, %d points, %d trajectory poses",
                  summary["images"], summary["points"], summary["trajectory_poses"])
         if warning:  # the map stays in the scene to look at; the CLI refuses to write it
@@ -245,6 +247,28 @@ class SlamWorker(QtCore.QThread):
             self.scene.add_images(previous["replaced_images"])
         if self.scene.points is previous["points_after"]:  # nobody replaced them since
             self.scene.set_points(previous["points_before"])
+        # The trajectory and cloud the write set go too: a next run that writes none leaves none of this one's.
+        scene = self.scene
+        for (name, table, put, remove), before, after in zip(_named_outputs(scene), previous["named_before"],
+                                                             previous["named_after"]):
+            if after is before or table.get(name) is not after:  # this write set none, or it was replaced since
+                continue
+            if before is None:
+                remove(name)
+            else:
+                put(name, before)
+
+
+def _named_outputs(scene) -> tuple:
+    """(name, table, setter, remover) of the trajectory and the cloud a SLAM write sets."""
+    from slam.export import CLOUD_NAME, TRAJECTORY_NAME
+
+    return ((TRAJECTORY_NAME, scene.trajectories, scene.set_trajectory, scene.remove_trajectory),
+            (CLOUD_NAME, scene.clouds, scene.set_cloud, scene.remove_cloud))
+
+
+def _named_values(scene) -> list:
+    return [table.get(name) for name, table, _, _ in _named_outputs(scene)]
 
 
 def _exit_code(process: subprocess.Popen):

@@ -276,6 +276,11 @@ class Scene:
             self.trajectories[name] = trajectory
         self._changed(ev.TRAJECTORY_CHANGED, (name,))
 
+    def remove_trajectory(self, name: str) -> None:
+        with self._lock:
+            self.trajectories.pop(name, None)
+        self._changed(ev.TRAJECTORY_REMOVED, (name,))
+
     def set_cloud(self, name: str, cloud: PointCloud) -> None:
         if not name or "/" in name or "\\" in name or name.startswith("."):
             raise ValueError(f"invalid point cloud name {name!r}")

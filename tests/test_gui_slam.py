@@ -282,6 +282,26 @@ def test_an_engine_that_dies_is_reported_and_the_worker_ends(qtbot, demo_folder)
     worker.play()  # commands to a dead engine are dropped, not raised
 
 
+def test_the_engine_stops_sending_once_the_gui_has_gone():
+    """Closing the window mid-Play closes the GUI's end of the pipe: the engine's next message must not die
+    with a BrokenPipeError traceback (it did, printed on the terminal); the engine ends at its next command read."""
+    import os
+
+    from app.slam_engine import GuiSender
+    from scene.messages import Channel
+
+    to_gui_r, to_gui_w = os.pipe()
+    engine_side, gui_side = Channel(-1, to_gui_w), Channel(to_gui_r, -1)
+    send = GuiSender(engine_side)
+    send("log", message="tracking")
+    assert gui_side.recv() == ("log", {"message": "tracking"}) and not send.gui_gone
+    gui_side.close()
+    send("snapshot", frame_index=3)
+    send("exited")
+    assert send.gui_gone
+    engine_side.close()
+
+
 def test_tracking_reads_the_median_step_time_over_the_last_second():
     from app.slam_engine import SlamEngine
 

@@ -526,6 +526,29 @@ def test_a_second_export_gives_back_the_bare_frames_the_first_one_took():
     assert len(scene.points) == points  # the first run's points gave way to the second's
 
 
+def test_a_run_that_writes_nothing_leaves_nothing_of_the_run_before():
+    """A second run that never initialises (black frames) writes no trajectory and no cloud: the first run's go
+    with its images and points, and what the scene held before the first run comes back."""
+    pytest.importorskip("PyQt6")
+    from app.slam_worker import SlamWorker
+    from scene.model import PointCloud
+    from slam.export import CLOUD_NAME, TRAJECTORY_NAME
+
+    system, _ = slam_run("forward_walk")
+    scene = Scene()
+    earlier = PointCloud(np.zeros((3, 3)), np.zeros((3, 3), np.uint8))
+    scene.set_cloud(CLOUD_NAME, earlier)  # a cloud of that name from an earlier session's run, saved with the project
+    worker = SlamWorker("unused", system.camera, scene, None)  # never started: only its result writer runs
+    worker._write_results(system.result(), None)
+    assert TRAJECTORY_NAME in scene.trajectories and scene.clouds[CLOUD_NAME] is not earlier and len(scene.images)
+    blind = System(demo_camera())
+    for i in range(5):
+        blind.step(np.zeros((480, 640, 3), np.uint8), i / 30.0)
+    worker._write_results(blind.result(), None)
+    assert TRAJECTORY_NAME not in scene.trajectories and scene.clouds[CLOUD_NAME] is earlier
+    assert len(scene.images) == 0 and len(scene.points) == 0
+
+
 def test_reset_clears_everything():
     timestamps, _, frames = rendered("forward_walk")
     system = System(demo_camera())
