@@ -443,6 +443,19 @@ def test_the_slam_tabs_relay_lands_the_result_in_the_ground_truths_frame_unless_
             assert np.array_equal(scene.points.xyz, expected.points.xyz)
 
 
+def walk_with_frame_refs(n: int):
+    """(finished system, FrameRefs) of SLAM over the walk's first n frames, each frame from its own file."""
+    from scene.model import FrameRef
+
+    timestamps, _, frames = rendered("forward_walk")
+    refs = [FrameRef(f"/frames/{i:04d}.png", None, float(timestamps[i])) for i in range(n)]
+    system = System(demo_camera())
+    for i in range(n):
+        system.step(frames[i], timestamps[i], ref=refs[i])
+    system.finish()
+    return system, refs
+
+
 def test_without_ground_truth_the_result_lands_in_the_frame_of_the_scenes_posed_images():
     """A scene opened from a model (transforms.json, COLMAP) holds the frames already registered, in that model's
     frame: the SLAM keyframes land beside those images, not in the SLAM frame; the model's images stay as they are."""
@@ -450,16 +463,12 @@ def test_without_ground_truth_the_result_lands_in_the_frame_of_the_scenes_posed_
     from app.slam_worker import SlamWorker
     from geometry.lie import rotation_to_quat_wxyz
     from geometry.metrics import Alignment
-    from scene.model import FrameRef, Image
+    from scene.model import Image
     from scene.rigid import Rigid3d
 
-    timestamps, poses, frames = rendered("forward_walk")
+    _, poses, _ = rendered("forward_walk")
     n = 40
-    refs = [FrameRef(f"/frames/{i:04d}.png", None, float(timestamps[i])) for i in range(n)]
-    system = System(demo_camera())
-    for i in range(n):
-        system.step(frames[i], timestamps[i], ref=refs[i])
-    system.finish()
+    system, refs = walk_with_frame_refs(n)
     angle = np.radians(40.0)
     turn = np.array([[np.cos(angle), -np.sin(angle), 0.0], [np.sin(angle), np.cos(angle), 0.0], [0.0, 0.0, 1.0]])
     model_from_world = Alignment("sim3", turn, np.array([3.0, -1.0, 2.0]), 2.5)  # the model's own frame
@@ -496,13 +505,8 @@ def test_a_second_export_gives_back_the_bare_frames_the_first_one_took():
     from app.slam_worker import SlamWorker
     from scene.model import FrameRef, Image
 
-    timestamps, _, frames = rendered("forward_walk")
     n = 30
-    refs = [FrameRef(f"/frames/{i:04d}.png", None, float(timestamps[i])) for i in range(n)]
-    system = System(demo_camera())
-    for i in range(n):
-        system.step(frames[i], timestamps[i], ref=refs[i])
-    system.finish()
+    system, refs = walk_with_frame_refs(n)
     result = system.result()
     camera_id = system.camera.camera_id
     scene = Scene()
