@@ -415,6 +415,18 @@ def global_bundle_adjustment(slam_map: SlamMap, camera: Camera, level_scales, op
                    options.global_ba_iterations if iterations is None else iterations, lock, interrupt)
 
 
+def adjust_around(slam_map: SlamMap, camera: Camera, held, level_scales, iterations: int) -> dict:
+    """Every keyframe and point, keyframes ``held`` (bool per keyframe) as they are: the map settles around
+    keyframes that were moved from outside."""
+    kfs = np.arange(slam_map.num_keyframes, dtype=np.int64)
+    points = np.flatnonzero(slam_map.alive)
+    if len(kfs) < 2 or len(points) == 0:
+        return {"ba_ms": 0.0}
+    obs = np.flatnonzero(slam_map.obs_alive & slam_map.alive[slam_map.obs_pt])
+    return _adjust(slam_map, camera, kfs, np.asarray(held, bool), points, obs, np.asarray(level_scales), iterations,
+                   NO_LOCK, None)
+
+
 def _adjust(slam_map: SlamMap, camera: Camera, pose_kfs, pose_fixed, points, obs, level_scales, iterations: int,
             lock, interrupt) -> dict:
     """Bundle-adjust keyframes ``pose_kfs`` (``pose_fixed`` held) and ``points`` over observations ``obs``,

@@ -22,8 +22,9 @@ After a correction a global bundle adjustment refines every keyframe and point (
 
 Every frame's pose is kept relative to its reference keyframe (as ORB-SLAM does), so the trajectory follows
 the keyframes when local bundle adjustment moves them. ``finish()`` (which ``result`` and ``to_scene`` call)
-adjusts every keyframe and point once more, to convergence (``SlamOptions.final_ba_iterations``), then solves
-each map-posed frame's pose again against the settled map (``slam.frame_refinement``).
+adjusts every keyframe and point once more, to convergence (``SlamOptions.final_ba_iterations``), solves the
+centres of the frames posed by rotation alone (``slam.rotation_refinement``), then solves each map-posed frame's
+pose again against the settled map (``slam.frame_refinement``).
 """
 from __future__ import annotations
 
@@ -36,6 +37,7 @@ from enum import Enum
 import cv2
 import numpy as np
 
+from geometry.lie import quat_wxyz_to_rotation
 from scene.camera import Camera
 from scene.errors import ParallaxError
 from scene.progress import CallbackProgress, NullProgress
@@ -47,9 +49,10 @@ from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
 from slam.map_lock import NO_LOCK, MapLock
-from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyframe, keyframe_needed,
-                          keyframe_urgent, process_keyframe)
+from slam.mapping import (MappingOptions, adjust_around, global_bundle_adjustment, insert_keyframe,
+                          keyframe_needed, keyframe_urgent, process_keyframe)
 from slam.place_recognition import BowOptions, PlaceRecognizer
+from slam.rotation_refinement import KeptFrames, RotationRefinementOptions, refine_rotation_only_poses
 from slam.rotation_tracking import RotationOptions, pose_after_rotation, track_rotation
 from slam.tracking import (Frame, TrackingOptions, relocalize, track_keyframe, track_local_map,
                            track_motion_model, track_points)
@@ -84,6 +87,8 @@ class SlamOptions:
     loop: LoopOptions = field(default_factory=LoopOptions)
     bow: BowOptions = field(default_factory=BowOptions)
     rotation: RotationOptions = field(default_factory=RotationOptions)
+    # System.finish solves the centres of the frames posed by rotation alone (slam.rotation_refinement).
+    rotation_refinement: RotationRefinementOptions = field(default_factory=RotationRefinementOptions)
     init_median_depth: float = 1.0       # map scale: median depth of the first keyframe's points
     init_ba_iterations: int = 20
     # System.finish first runs a global BA over every keyframe and point, to convergence or this many
@@ -189,6 +194,7 @@ class System:
         self.frame_cam_from_ref: list[Rigid3d | None] = []
         self.frame_refs: list = []
         self.frame_matches: list = []   # slam.frame_refinement.FrameMatches of map-posed frames, else None
+        self._kept_frames = KeptFrames(self.options.rotation_refinement)  # images around rotation-only frames
         self._refined_state: bytes | None = None   # what finish() last refined (slam.frame_refinement)
         self.recognizer = PlaceRecognizer(self.options.bow)
         self.loop_closer = LoopCloser(self.options.loop)
@@ -344,6 +350,8 @@ class System:
             else:
                 result = self._track(frame, timings)
             self._record(frame, ref)
+        # Frames without a pose yet too: an initialisation's reference frame gets one afterwards.
+        self._kept_frames.offer(index, img, features, result.rotation_only)
         if self._deferred_keyframe is not None:
             self._insert_deferred_keyframe(result, timings)
         timings["total"] = 1000 * (time.perf_counter() - t_start)
@@ -769,9 +777,10 @@ class System:
 
     def finish(self) -> dict:
         """End of a run (or before an export): wait for the queued keyframes to be mapped, adjust the whole map
-        (``options.final_ba_iterations``), then solve every map-posed frame's pose again against it
-        (``slam.frame_refinement``; off with ``options.refine_frames``). Tracking may go on afterwards; call it
-        again before the next export."""
+        (``options.final_ba_iterations``), solve the centres of the frames posed by rotation alone and of the
+        frames around them (``slam.rotation_refinement``; the map settles around the keyframes among them), then
+        solve every other map-posed frame's pose again against the map (``slam.frame_refinement``; off with
+        ``options.refine_frames``). Tracking may go on afterwards; call it again before the next export."""
         self.wait_for_mapping()
         o = self.options
         with self.reading():
@@ -785,12 +794,51 @@ class System:
                                                              self._last.features.plan.level_scales, o.mapping,
                                                              iterations=o.final_ba_iterations)
                 state = refinement_state(self.map, len(self.frame_timestamps))  # the map it moved
+            if self._kept_frames.rotation_only:
+                stats["rotation_refinement"] = self._refine_rotation_only_frames()
+                state = refinement_state(self.map, len(self.frame_timestamps))
             if o.refine_frames:
                 stats.update(refine_frame_poses(self.camera, self.map, self.frame_reference_kf,
                                                 self.frame_cam_from_ref, self.frame_matches,
                                                 o.tracking.min_tracked))
             self._refined_state = state
             return stats
+
+    def _refine_rotation_only_frames(self) -> dict:
+        """New poses for the frames posed by rotation alone and the frames around them
+        (``slam.rotation_refinement``): the keyframes among them take theirs and the rest of the map settles
+        around those; every solved frame keeps its pose relative to its reference keyframe, as every frame's
+        pose is kept, and is not solved again against the map afterwards."""
+        poses = {i: p for i, (_, p) in enumerate(self.frame_poses()) if p is not None}
+        solved, stats = refine_rotation_only_poses(self.camera, self._kept_frames, poses, self._typical_depth(),
+                                                   self.options.rotation_refinement)
+        if not solved:
+            return stats
+        m = self.map
+        keyframe_of = {int(f): k for k, f in enumerate(m.kf_frame_index)}
+        held = np.zeros(m.num_keyframes, bool)
+        for i, pose in solved.items():
+            k = keyframe_of.get(i)
+            if k is not None:
+                m.kf_quat[k], m.kf_trans[k], held[k] = pose.quat_wxyz, pose.translation, True
+        stats["map"] = adjust_around(m, self.camera, held, self._last.features.plan.level_scales,
+                                     self.options.final_ba_iterations)
+        for i, pose in solved.items():
+            self.frame_cam_from_ref[i] = pose * m.kf_pose(self.frame_reference_kf[i]).inverse()
+            self.frame_matches[i] = None   # its pose is this one, not one solved again against the map
+        return stats
+
+    def _typical_depth(self) -> float:
+        """Median depth of the map's points in the keyframes that see them (map units)."""
+        m = self.map
+        obs = np.flatnonzero(m.obs_alive & m.alive[m.obs_pt])
+        if len(obs) == 0:
+            return self.options.init_median_depth
+        kf = m.obs_kf[obs]
+        rot = quat_wxyz_to_rotation(m.kf_quat[kf])
+        depth = np.einsum("ij,ij->i", rot[:, 2, :], m.xyz[m.obs_pt[obs]]) + m.kf_trans[kf, 2]
+        depth = depth[np.isfinite(depth) & (depth > 0)]
+        return float(np.median(depth)) if len(depth) else self.options.init_median_depth
 
     def result(self):
         """``slam.export.SlamResult`` (copied arrays, sendable as a message) after ``finish``."""
