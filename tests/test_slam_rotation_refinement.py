@@ -133,3 +133,35 @@ def test_frames_are_kept_around_rotation_only_frames_within_the_budget():
     off = KeptFrames(RotationRefinementOptions(enabled=False))
     off.offer(0, image, _Features(), rotation_only=True)
     assert off.kept == {}
+
+
+def test_a_distorted_frame_is_resampled_to_the_pinhole_view_the_solve_works_in():
+    """The solve's homographies hold between undistorted views only: a frame of a camera with distortion is
+    resampled to the pinhole camera of the same focal length and centre, pixel conventions included."""
+    import cv2
+
+    from geometry.camera_models import pixels_to_normalized, undistort_normalized
+    from scene.camera import Camera
+    from slam.rotation_refinement import _undistorted, _undistortion_maps
+
+    pinhole = demo_camera()
+    fx, fy, cx, cy = pinhole.params
+    distorted = Camera(7, "OPENCV", pinhole.width, pinhole.height, [fx, fy, cx, cy, -0.12, 0.03, 0.001, -0.001])
+    sharp = render_frame(look_dir(CENTRE, 0.3, -0.1), pinhole, _room())[0]
+    # The distorted camera's frame: each of its pixels samples the pinhole frame where its ray lands.
+    u, v = np.meshgrid(np.arange(pinhole.width, dtype=np.float64), np.arange(pinhole.height, dtype=np.float64))
+    rays = undistort_normalized(distorted.model, distorted.params,
+                                pixels_to_normalized(distorted, np.column_stack((u.ravel(), v.ravel())) + 0.5))
+    map_x = (fx * rays[:, 0] + cx - 0.5).reshape(u.shape).astype(np.float32)
+    map_y = (fy * rays[:, 1] + cy - 0.5).reshape(u.shape).astype(np.float32)
+    frame = cv2.remap(sharp, map_x, map_y, cv2.INTER_LINEAR)
+    maps = _undistortion_maps(distorted)
+    inner = (slice(80, 400), slice(100, 540))
+
+    def error(image) -> float:
+        return float(np.abs(image[inner].astype(float) - sharp[inner]).mean())
+
+    resampled = error(_undistorted(frame, maps))
+    half_pixel_off = error(_undistorted(frame, (maps[0] + 0.5, maps[1] + 0.5)))
+    # Measured: 2.3 grey levels (two bilinear resamplings blur about as much), 5.3 half a pixel off, 7.5 as given.
+    assert resampled < 0.5 * error(frame) and resampled < 0.7 * half_pixel_off
