@@ -810,8 +810,13 @@ class System:
         around those; every solved frame keeps its pose relative to its reference keyframe, as every frame's
         pose is kept, and is not solved again against the map afterwards."""
         poses = {i: p for i, (_, p) in enumerate(self.frame_poses()) if p is not None}
-        solved, stats = refine_rotation_only_poses(self.camera, self._kept_frames, poses, self._typical_depth(),
-                                                   self.options.rotation_refinement)
+        try:
+            solved, stats = refine_rotation_only_poses(self.camera, self._kept_frames, poses, self._typical_depth(),
+                                                       self.options.rotation_refinement)
+        except (ParallaxError, ValueError, ArithmeticError, np.linalg.LinAlgError, cv2.error) as exc:
+            # A refinement, not the result: the run is still written, with the centres as tracked.
+            log.warning("SLAM: the frames posed by rotation alone keep their tracked centres: %s", exc)
+            return {"failed": str(exc)}
         if not solved:
             return stats
         m = self.map

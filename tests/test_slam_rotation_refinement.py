@@ -69,6 +69,24 @@ def test_a_solve_that_disagrees_with_the_map_is_refused():
     assert solved == {} and stats["alignment_error"] > options.max_alignment_error
 
 
+def test_a_refinement_that_fails_leaves_the_run_as_tracked(monkeypatch, caplog):
+    """Whatever goes wrong in the solve, finish still delivers the run: the frames keep their tracked poses."""
+    import slam.rotation_refinement as refinement
+
+    def broken(*args, **kwargs):
+        raise ValueError("no solve today")
+
+    monkeypatch.setattr(refinement, "bundle_adjust", broken)
+    timestamps, _, frames = _fast_rotation()
+    system, results, stats = _run(frames[:60], timestamps[:60])
+    held, _, _ = _run(frames[:60], timestamps[:60],
+                      SlamOptions(rotation_refinement=RotationRefinementOptions(enabled=False)))
+    assert sum(r.rotation_only for r in results) >= 20
+    assert stats["rotation_refinement"] == {"failed": "no solve today"}
+    assert "keep their tracked centres: no solve today" in caplog.text
+    assert [p for _, p in system.frame_poses()] == [p for _, p in held.frame_poses()]
+
+
 # --- a pan on a tripod ------------------------------------------------------------------------------------------
 
 CENTRE = np.array([0.8, 1.35, 1.5])
