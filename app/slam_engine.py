@@ -472,7 +472,7 @@ class SlamEngine:
             state, reason, tracked = result.state.value, result.reason, int(result.num_tracked)
             if result.rotation_only:
                 reason = "posed by rotation alone: the map is out of view and the turn shows no parallax " \
-                         "(position held until map points come back)"
+                         "(position held while tracking; solved from the whole run when it is written)"
             ms = self._step_ms()
         return SlamSnapshot(
             frame_index=self._next_index - 1, total_frames=total,
