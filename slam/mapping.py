@@ -401,30 +401,19 @@ def local_bundle_adjustment(slam_map: SlamMap, camera: Camera, k: int, level_sca
 
 
 def global_bundle_adjustment(slam_map: SlamMap, camera: Camera, level_scales, options: MappingOptions,
-                             lock=NO_LOCK, interrupt=None, iterations: int | None = None) -> dict:
+                             lock=NO_LOCK, interrupt=None, iterations: int | None = None, held=None) -> dict:
     """Every keyframe and point, the first keyframe held (ORB-SLAM's global BA after a loop closure: the
     essential graph spread the loop's correction over the keyframes; this refines points with them).
-    ``iterations``: at most this many (default ``options.global_ba_iterations``)."""
+    ``iterations``: at most this many (default ``options.global_ba_iterations``). ``held`` (bool per keyframe):
+    these keyframes held instead, so the map settles around keyframes moved from outside."""
     kfs = np.arange(slam_map.num_keyframes, dtype=np.int64)
     points = np.flatnonzero(slam_map.alive)
     if len(kfs) < 2 or len(points) == 0:
         return {"ba_ms": 0.0}
     obs = np.flatnonzero(slam_map.obs_alive & slam_map.alive[slam_map.obs_pt])
-    pose_fixed = kfs == 0
+    pose_fixed = kfs == 0 if held is None else np.asarray(held, bool)
     return _adjust(slam_map, camera, kfs, pose_fixed, points, obs, np.asarray(level_scales),
                    options.global_ba_iterations if iterations is None else iterations, lock, interrupt)
-
-
-def adjust_around(slam_map: SlamMap, camera: Camera, held, level_scales, iterations: int) -> dict:
-    """Every keyframe and point, keyframes ``held`` (bool per keyframe) as they are: the map settles around
-    keyframes that were moved from outside."""
-    kfs = np.arange(slam_map.num_keyframes, dtype=np.int64)
-    points = np.flatnonzero(slam_map.alive)
-    if len(kfs) < 2 or len(points) == 0:
-        return {"ba_ms": 0.0}
-    obs = np.flatnonzero(slam_map.obs_alive & slam_map.alive[slam_map.obs_pt])
-    return _adjust(slam_map, camera, kfs, np.asarray(held, bool), points, obs, np.asarray(level_scales), iterations,
-                   NO_LOCK, None)
 
 
 def _adjust(slam_map: SlamMap, camera: Camera, pose_kfs, pose_fixed, points, obs, level_scales, iterations: int,

@@ -18,7 +18,7 @@ are followed into every kept frame whose optical axis is within ``max_axis_angle
    puts the map-posed frames far from their map poses is refused.
 
 ``System.finish`` gives the solved frames these poses, moves the keyframes among them and lets the rest of the
-map settle around those (``slam.mapping.adjust_around``). Images are kept only around rotation-only frames
+map settle around those (``slam.mapping.global_bundle_adjustment`` with them held). Images are kept only around rotation-only frames
 (``KeptFrames``), within a byte budget. The solve works in undistorted pinhole pixels.
 """
 from __future__ import annotations
@@ -34,10 +34,11 @@ from geometry.align import umeyama_poses
 from geometry.bundle_adjustment import BAOptions, BAProblem, bundle_adjust
 from geometry.camera_models import project, split_params
 from geometry.matching import match_by_projection
-from slam.rotation_tracking import kabsch_rotations
 from scene.camera import Camera
 from scene.errors import ParallaxError
 from scene.rigid import Rigid3d
+from slam.features import _as_gray
+from slam.rotation_tracking import bearings, kabsch_rotations
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +89,7 @@ class KeptFrames:
     def offer(self, index: int, image: np.ndarray, features, rotation_only: bool) -> None:
         if not self.options.enabled or self.full:
             return
-        frame = KeptFrame(_grey(image), features, rotation_only)
+        frame = KeptFrame(_as_gray(image), features, rotation_only)
         if rotation_only:
             while self._recent:
                 self._keep(*self._recent.popleft())
@@ -112,13 +113,6 @@ class KeptFrames:
     @property
     def rotation_only(self) -> list[int]:
         return [i for i, f in self.kept.items() if f.rotation_only]
-
-
-def _grey(image: np.ndarray) -> np.ndarray:
-    if image.ndim == 2:
-        return np.ascontiguousarray(image)
-    code = cv2.COLOR_BGRA2GRAY if image.shape[2] == 4 else cv2.COLOR_BGR2GRAY
-    return cv2.cvtColor(image, code) if image.shape[2] in (3, 4) else np.ascontiguousarray(image[:, :, 0])
 
 
 # --- the solve ------------------------------------------------------------------------------------
@@ -221,11 +215,6 @@ def _pinhole_pixels(features, k_mat: np.ndarray) -> np.ndarray:
     return np.column_stack((k_mat[0, 0] * n[:, 0] + k_mat[0, 2], k_mat[1, 1] * n[:, 1] + k_mat[1, 2]))
 
 
-def _bearings(features) -> np.ndarray:
-    rays = np.column_stack((features.normalized_xy, np.ones(len(features))))
-    return rays / np.linalg.norm(rays, axis=1, keepdims=True)
-
-
 def _anchor_keypoints(features, count: int) -> np.ndarray:
     """Up to ``count`` keypoints with a finite bearing, evenly through the list (the extractor spreads them
     over the image, cell by cell)."""
@@ -248,7 +237,7 @@ def _star_tracks(camera, kept, frames, anchors, rot, k_mat, options) -> _Tracks 
         kp = _anchor_keypoints(fi, options.anchors_per_frame)
         if len(kp) == 0:
             continue
-        rays_i = _bearings(fi)[kp]
+        rays_i = bearings(fi.normalized_xy)[kp]
         world_dirs = rays_i @ rot[i]                     # R_i^T b for each row
         matched: list[tuple[int, np.ndarray, np.ndarray]] = []
         for j in frames:
@@ -265,7 +254,7 @@ def _star_tracks(camera, kept, frames, anchors, rot, k_mat, options) -> _Tracks 
             hit = np.flatnonzero(m >= 0)
             if len(hit) < 8:
                 continue
-            keep = _translation_consistent(predicted[hit], _bearings(fj)[m[hit]], tol, rng)
+            keep = _translation_consistent(predicted[hit], bearings(fj.normalized_xy)[m[hit]], tol, rng)
             matched.append((j, hit[keep], m[hit[keep]]))
         if not matched:
             continue

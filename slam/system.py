@@ -49,8 +49,8 @@ from slam.initialization import Initializer, InitOptions
 from slam.loop_closing import LoopCloser, LoopEvent, LoopOptions
 from slam.map import SlamMap
 from slam.map_lock import NO_LOCK, MapLock
-from slam.mapping import (MappingOptions, adjust_around, global_bundle_adjustment, insert_keyframe,
-                          keyframe_needed, keyframe_urgent, process_keyframe)
+from slam.mapping import (MappingOptions, global_bundle_adjustment, insert_keyframe, keyframe_needed,
+                          keyframe_urgent, process_keyframe)
 from slam.place_recognition import BowOptions, PlaceRecognizer
 from slam.rotation_refinement import KeptFrames, RotationRefinementOptions, refine_rotation_only_poses
 from slam.rotation_tracking import RotationOptions, pose_after_rotation, track_rotation
@@ -826,8 +826,9 @@ class System:
             k = keyframe_of.get(i)
             if k is not None:
                 m.kf_quat[k], m.kf_trans[k], held[k] = pose.quat_wxyz, pose.translation, True
-        stats["map"] = adjust_around(m, self.camera, held, self._last.features.plan.level_scales,
-                                     self.options.final_ba_iterations)
+        stats["map"] = global_bundle_adjustment(m, self.camera, self._last.features.plan.level_scales,
+                                                self.options.mapping, iterations=self.options.final_ba_iterations,
+                                                held=held)
         for i, pose in solved.items():
             self.frame_cam_from_ref[i] = pose * m.kf_pose(self.frame_reference_kf[i]).inverse()
             self.frame_matches[i] = None   # its pose is this one, not one solved again against the map
